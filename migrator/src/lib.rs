@@ -1,0 +1,1 @@
+//! migrator: not built yet (see the project's issues).

@@ -1,0 +1,1 @@
+//! monitor-probe: not built yet (see the project's issues).

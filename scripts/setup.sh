@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every system package the project needs (Debian 12). Idempotent.
+# Usage: scripts/setup.sh            (as root, or with sudo available)
+set -euo pipefail
+
+PKGS=(
+  # eBPF programs (ebpf/, built by monitor-probe's build.rs)
+  clang llvm libbpf-dev bpftool
+  # WASM fixtures and asyncify instrumentation (migrator)
+  wasi-libc lld-14 libclang-rt-14-dev-wasm32 binaryen wabt
+  # native ISA fixtures and tests (tracer)
+  gcc make binutils
+  # network namespaces for the demo and network tests
+  iproute2 procps util-linux
+  # real workloads used by tracer tests and benchmarks
+  redis-server python3 python3-numpy
+  # timing for benchmarks
+  hyperfine time
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "[setup] installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "[setup] system packages ok"

@@ -1,0 +1,1 @@
+//! tracer: finds which CPU features a live process's reachable code uses.
