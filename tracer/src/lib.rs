@@ -1,1 +1,10 @@
 //! tracer: finds which CPU features a live process's reachable code uses.
+//!
+//! ```no_run
+//! let report = tracer::trace::trace_pid(4242, tracer::trace::Options::default()).unwrap();
+//! report.write_json(std::io::stdout()).unwrap();
+//! ```
+pub mod cli;
+pub mod error;
+pub mod features;
+pub mod report;

@@ -1,0 +1,53 @@
+//! Command-line interface: `tracer --pid PID` (the default command) next to subcommands.
+//! One subcommand, one file; each `XCommand::execute` returns the exit code.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub mod trace;
+
+/// Exit codes shared by every subcommand (DESIGN.md).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INCOMPATIBLE: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Finds the CPU features a running process's reachable code uses (ptrace, no GDB)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: trace::TraceCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace a process (same as the default `tracer --pid PID`).
+    Trace(trace::TraceCommand),
+}
+
+impl Cli {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            None => self.trace.execute(),
+            Some(Command::Trace(t)) => t.execute(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}
