@@ -1,0 +1,375 @@
+//! Checkpoint images: a documented, versioned, checksummed, engine-independent
+//! format (see docs/migrator.md, "Image format").
+//!
+//! ```text
+//! magic        8   b"WASMCKPT"
+//! version      u32 (1)
+//! module_hash  32  SHA-256 of the original module
+//! meta_len     u32, meta: JSON (ImageMeta: name, globals, WASI state, ...)
+//! pages_total  u32 linear memory size in 64 KiB pages
+//! chunk_pages  u32 pages per chunk (64)
+//! n_chunks     u32, then per chunk (chunk i covers pages i*chunk_pages..):
+//!     n_present u32, page offsets within the chunk [u16; n_present],
+//!     zlen u32, zstd frame of the present pages' bytes, in order
+//! stack_len    u32, asyncify stack data
+//! crc32        u32 over every byte before it
+//! ```
+//! All integers little-endian. Pages that are entirely zero are not stored.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ImageError;
+use crate::wasi::WasiState;
+
+pub const MAGIC: &[u8; 8] = b"WASMCKPT";
+pub const VERSION: u32 = 1;
+pub const PAGE: usize = 65536;
+pub const CHUNK_PAGES: usize = 64;
+
+/// The value of one exported mutable global, as raw bits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GlobalValue {
+    pub name: String,
+    /// "i32", "i64", "f32" or "f64".
+    pub ty: String,
+    pub bits: u64,
+}
+
+/// Everything in the image except memory and stack data.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageMeta {
+    pub name: String,
+    pub priority: i32,
+    /// Path of the module when the image was taken (a hint for restore).
+    pub module_path: String,
+    /// Engine the image was taken under (informational only).
+    pub taken_under: String,
+    pub created_unix_ms: u64,
+    /// How many checkpoints this task has been through (this one included).
+    pub generation: u32,
+    pub globals: Vec<GlobalValue>,
+    /// The asyncify buffer in linear memory: start and length in bytes.
+    pub asyncify_region: (u32, u32),
+    pub wasi: WasiState,
+}
+
+/// One compressed chunk of memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// Offsets (in pages) within the chunk of the pages stored.
+    pub present: Vec<u16>,
+    /// zstd frame of the present pages, concatenated.
+    pub data: Vec<u8>,
+}
+
+/// A checkpoint image in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// SHA-256 (32 bytes) of the original module.
+    pub module_hash: [u8; 32],
+    pub meta: ImageMeta,
+    pub pages_total: u32,
+    pub chunks: Vec<Chunk>,
+    /// Asyncify stack data (the unwound wasm call stack).
+    pub stack: Vec<u8>,
+}
+
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    written: u64,
+}
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Image {
+    pub fn module_hash_hex(&self) -> String {
+        hex::encode(self.module_hash)
+    }
+
+    /// Bytes of memory stored (uncompressed), i.e. non-zero pages.
+    pub fn stored_pages(&self) -> usize {
+        self.chunks.iter().map(|c| c.present.len()).sum()
+    }
+
+    /// Writes the image; returns the number of bytes written.
+    pub fn write_to(&self, w: impl Write) -> Result<u64, ImageError> {
+        let mut w = CrcWriter { inner: w, crc: crc32fast::Hasher::new(), written: 0 };
+        w.write_all(MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        w.write_all(&self.module_hash)?;
+        let meta = serde_json::to_vec(&self.meta).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        w.write_all(&(meta.len() as u32).to_le_bytes())?;
+        w.write_all(&meta)?;
+        w.write_all(&self.pages_total.to_le_bytes())?;
+        w.write_all(&(CHUNK_PAGES as u32).to_le_bytes())?;
+        w.write_all(&(self.chunks.len() as u32).to_le_bytes())?;
+        for c in &self.chunks {
+            w.write_all(&(c.present.len() as u32).to_le_bytes())?;
+            let mut offs = Vec::with_capacity(c.present.len() * 2);
+            for p in &c.present {
+                offs.extend_from_slice(&p.to_le_bytes());
+            }
+            w.write_all(&offs)?;
+            w.write_all(&(c.data.len() as u32).to_le_bytes())?;
+            w.write_all(&c.data)?;
+        }
+        w.write_all(&(self.stack.len() as u32).to_le_bytes())?;
+        w.write_all(&self.stack)?;
+        let crc = w.crc.clone().finalize();
+        w.inner.write_all(&crc.to_le_bytes())?;
+        w.flush()?;
+        Ok(w.written + 4)
+    }
+
+    /// Reads and checks an image: magic, version, then the checksum over
+    /// everything, and only then the contents.
+    pub fn read_from(mut r: impl Read) -> Result<Image, ImageError> {
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf)?;
+        Self::from_bytes(&buf)
+    }
+
+    pub fn from_bytes(buf: &[u8]) -> Result<Image, ImageError> {
+        if buf.len() < 8 || &buf[..8] != MAGIC {
+            return Err(ImageError::BadMagic);
+        }
+        if buf.len() < 12 + 32 + 4 {
+            return Err(ImageError::Corrupt("truncated header".into()));
+        }
+        let version = u32::from_le_bytes(buf[8..12].try_into().unwrap_or_default());
+        if version != VERSION {
+            return Err(ImageError::Version { found: version, supported: VERSION });
+        }
+        let (body, tail) = buf.split_at(buf.len() - 4);
+        let stored = u32::from_le_bytes(tail.try_into().unwrap_or_default());
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(ImageError::Checksum { stored, computed });
+        }
+        let mut c = Cursor { buf: body, pos: 12 };
+        let mut module_hash = [0u8; 32];
+        module_hash.copy_from_slice(c.take(32)?);
+        let meta_len = c.u32()? as usize;
+        let meta: ImageMeta = serde_json::from_slice(c.take(meta_len)?)
+            .map_err(|e| ImageError::Corrupt(format!("metadata: {e}")))?;
+        let pages_total = c.u32()?;
+        let chunk_pages = c.u32()? as usize;
+        if chunk_pages != CHUNK_PAGES {
+            return Err(ImageError::Corrupt(format!("chunk size {chunk_pages}")));
+        }
+        let n_chunks = c.u32()? as usize;
+        if n_chunks != (pages_total as usize).div_ceil(CHUNK_PAGES) {
+            return Err(ImageError::Corrupt("chunk count does not match memory size".into()));
+        }
+        let mut chunks = Vec::with_capacity(n_chunks);
+        for _ in 0..n_chunks {
+            let n = c.u32()? as usize;
+            if n > CHUNK_PAGES {
+                return Err(ImageError::Corrupt("chunk page count".into()));
+            }
+            let present = c
+                .take(n * 2)?
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect::<Vec<_>>();
+            if present.iter().any(|&p| p as usize >= CHUNK_PAGES) {
+                return Err(ImageError::Corrupt("page offset".into()));
+            }
+            let zlen = c.u32()? as usize;
+            chunks.push(Chunk { present, data: c.take(zlen)?.to_vec() });
+        }
+        let slen = c.u32()? as usize;
+        let stack = c.take(slen)?.to_vec();
+        if c.pos != body.len() {
+            return Err(ImageError::Corrupt("trailing bytes".into()));
+        }
+        Ok(Image { module_hash, meta, pages_total, chunks, stack })
+    }
+
+    /// Compresses linear memory `mem`, skipping zero pages and the pages in
+    /// `skip` (the asyncify region), in parallel over the available cores.
+    pub fn compress_memory(mem: &[u8], skip: std::ops::Range<usize>, level: i32) -> (u32, Vec<Chunk>) {
+        let pages_total = mem.len() / PAGE;
+        let n_chunks = pages_total.div_ceil(CHUNK_PAGES);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let mut out: Vec<Option<Chunk>> = vec![None; n_chunks];
+        let per = n_chunks.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for (t, slots) in out.chunks_mut(per).enumerate() {
+                let skip = skip.clone();
+                s.spawn(move || {
+                    let mut scratch = Vec::new();
+                    for (k, slot) in slots.iter_mut().enumerate() {
+                        let ci = t * per + k;
+                        let mut present = Vec::new();
+                        scratch.clear();
+                        for off in 0..CHUNK_PAGES {
+                            let p = ci * CHUNK_PAGES + off;
+                            if p >= pages_total {
+                                break;
+                            }
+                            if skip.contains(&p) {
+                                continue;
+                            }
+                            let page = &mem[p * PAGE..(p + 1) * PAGE];
+                            if !is_zero(page) {
+                                present.push(off as u16);
+                                scratch.extend_from_slice(page);
+                            }
+                        }
+                        let data = if present.is_empty() {
+                            Vec::new()
+                        } else {
+                            zstd::bulk::compress(&scratch, level).unwrap_or_default()
+                        };
+                        *slot = Some(Chunk { present, data });
+                    }
+                });
+            }
+        });
+        (pages_total as u32, out.into_iter().map(|c| c.unwrap_or(Chunk { present: vec![], data: vec![] })).collect())
+    }
+
+    /// Writes the stored pages into `mem` (already `pages_total` pages long
+    /// and zero wherever the image has no page), in parallel.
+    pub fn decompress_into(&self, mem: &mut [u8]) -> Result<(), ImageError> {
+        if mem.len() < self.pages_total as usize * PAGE {
+            return Err(ImageError::Corrupt("memory smaller than image".into()));
+        }
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let per = self.chunks.len().div_ceil(threads).max(1);
+        let mut regions: Vec<&mut [u8]> = mem[..self.pages_total as usize * PAGE].chunks_mut(CHUNK_PAGES * PAGE).collect();
+        let results: Vec<Result<(), ImageError>> = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for (regs, chunks) in regions.chunks_mut(per).zip(self.chunks.chunks(per)) {
+                handles.push(s.spawn(move || -> Result<(), ImageError> {
+                    let mut scratch = Vec::new();
+                    for (region, chunk) in regs.iter_mut().zip(chunks) {
+                        if chunk.present.is_empty() {
+                            continue;
+                        }
+                        let want = chunk.present.len() * PAGE;
+                        scratch.clear();
+                        scratch.reserve(want);
+                        let mut dec = zstd::bulk::Decompressor::new().map_err(ImageError::Io)?;
+                        scratch = dec
+                            .decompress(&chunk.data, want)
+                            .map_err(|e| ImageError::Corrupt(format!("memory chunk: {e}")))?;
+                        if scratch.len() != want {
+                            return Err(ImageError::Corrupt("memory chunk size".into()));
+                        }
+                        for (i, off) in chunk.present.iter().enumerate() {
+                            let o = *off as usize * PAGE;
+                            if o + PAGE > region.len() {
+                                return Err(ImageError::Corrupt("page beyond memory".into()));
+                            }
+                            region[o..o + PAGE].copy_from_slice(&scratch[i * PAGE..(i + 1) * PAGE]);
+                        }
+                    }
+                    Ok(())
+                }));
+            }
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ImageError::Corrupt("worker panicked".into())))).collect()
+        });
+        results.into_iter().collect()
+    }
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    // Fold 8 words at a time, stop at the first non-zero block.
+    let blocks = page.chunks_exact(64);
+    let rest = blocks.remainder();
+    blocks
+        .into_iter()
+        .all(|b| b.chunks_exact(8).fold(0u64, |acc, w| acc | u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])) == 0)
+        && rest.iter().all(|&x| x == 0)
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ImageError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| ImageError::Corrupt("truncated".into()))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, ImageError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Image {
+        let mut mem = vec![0u8; 130 * PAGE];
+        mem[5] = 1;
+        mem[70 * PAGE + 3] = 9;
+        mem[129 * PAGE..].fill(7);
+        let (pages_total, chunks) = Image::compress_memory(&mem, 100..110, 1);
+        Image {
+            module_hash: [3; 32],
+            meta: ImageMeta {
+                name: "t".into(),
+                priority: 0,
+                module_path: "m.wasm".into(),
+                taken_under: "cranelift".into(),
+                created_unix_ms: 0,
+                generation: 1,
+                globals: vec![GlobalValue { name: "mig:g0".into(), ty: "i32".into(), bits: 5 }],
+                asyncify_region: (100 * PAGE as u32, 10 * PAGE as u32),
+                wasi: WasiState::new(vec!["a".into()], vec![], vec![]),
+            },
+            pages_total,
+            chunks,
+            stack: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_zero_pages_skipped() {
+        let img = sample();
+        assert_eq!(img.stored_pages(), 3);
+        let mut bytes = Vec::new();
+        img.write_to(&mut bytes).unwrap();
+        let back = Image::read_from(&bytes[..]).unwrap();
+        assert_eq!(back, img);
+        let mut mem = vec![0u8; 130 * PAGE];
+        back.decompress_into(&mut mem).unwrap();
+        assert_eq!(mem[5], 1);
+        assert_eq!(mem[70 * PAGE + 3], 9);
+        assert!(mem[129 * PAGE..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn corruption_is_refused() {
+        let mut bytes = Vec::new();
+        sample().write_to(&mut bytes).unwrap();
+        let mut bad = bytes.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        assert!(matches!(Image::from_bytes(&bad), Err(ImageError::Checksum { .. })));
+        let mut v = bytes.clone();
+        v[8] = 9;
+        assert!(matches!(Image::from_bytes(&v), Err(ImageError::Version { found: 9, .. })));
+        assert!(matches!(Image::from_bytes(b"hello world"), Err(ImageError::BadMagic)));
+        assert!(Image::from_bytes(&bytes[..bytes.len() - 10]).is_err());
+    }
+}
