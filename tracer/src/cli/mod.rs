@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod trace;
+pub mod catalog;
+pub mod check;
+pub mod eval;
+pub mod host;
+pub mod k8s;
 
 /// Exit codes shared by every subcommand (DESIGN.md).
 pub const EXIT_OK: u8 = 0;
@@ -30,6 +35,16 @@ pub struct Cli {
 pub enum Command {
     /// Trace a process (same as the default `tracer --pid PID`).
     Trace(trace::TraceCommand),
+    /// This host's CPU features (CPUID + XCR0), as text, feature-set JSON or NFD labels.
+    Host(host::HostCommand),
+    /// List a catalog's instance types and their distinct CPU feature groups.
+    Catalog(catalog::CatalogCommand),
+    /// Can this workload run on that host / which instance types? Exit 0 yes, 1 no, 2 error.
+    Check(check::CheckCommand),
+    /// Count source→destination pairs each policy (ours, CRIU's) accepts on a catalog.
+    Eval(eval::EvalCommand),
+    /// Kubernetes nodeAffinity (NFD cpuid labels) for a workload.
+    K8s(k8s::K8sCommand),
 }
 
 impl Cli {
@@ -37,6 +52,11 @@ impl Cli {
         match self.command {
             None => self.trace.execute(),
             Some(Command::Trace(t)) => t.execute(),
+            Some(Command::Host(c)) => c.execute(),
+            Some(Command::Catalog(c)) => c.execute(),
+            Some(Command::Check(c)) => c.execute(),
+            Some(Command::Eval(c)) => c.execute(),
+            Some(Command::K8s(c)) => c.execute(),
         }
     }
 }

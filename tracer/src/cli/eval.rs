@@ -1,0 +1,49 @@
+//! `tracer eval --workload W.json [--workload W2.json ...] [--catalog aws|FILE] [--source S.json ...] [--json]`
+
+use crate::catalog::Catalog;
+use crate::check::{self, Workload};
+use crate::policy;
+use anyhow::Result;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct EvalCommand {
+    /// Workload feature sets; one table row each.
+    #[arg(long, value_name = "W.json", required = true, num_args = 1..)]
+    pub workload: Vec<PathBuf>,
+    /// Destinations (and, without --source, sources): `aws` or a catalog file.
+    #[arg(long, default_value = "aws", value_name = "NAME|FILE")]
+    pub catalog: String,
+    /// Source hosts (`tracer host --json`) instead of the catalog's instance types.
+    #[arg(long, value_name = "S.json")]
+    pub source: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EvalCommand {
+    pub fn execute(self) -> Result<ExitCode> {
+        let catalog = Catalog::load(&self.catalog)?;
+        let sources = if self.source.is_empty() {
+            catalog.instances.clone()
+        } else {
+            self.source.iter().map(|p| check::load_host(p)).collect::<Result<Vec<_>, _>>()?
+        };
+        let mut rows = Vec::new();
+        for w in &self.workload {
+            let w = Workload::load(w)?;
+            rows.push(policy::eval(&w, &sources, &catalog.instances));
+        }
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        } else {
+            policy::write_table(&rows, &mut out)?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,2 @@
+//! The only modules that make raw syscalls or use CPU intrinsics.
+pub mod cpuid;
