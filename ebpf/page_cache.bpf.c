@@ -19,6 +19,19 @@ struct {
 	__type(value, __s64);
 } files SEC(".maps");
 
+/*
+ * Devices to ignore: shmem (tmpfs, memfd, SysV shm). Shmem insertions do not pass through
+ * this tracepoint but shmem truncations do, and meminfo counts shmem apart (Shmem), so
+ * counting them would drift the figure we reconcile with (Cached - Shmem). Userspace fills
+ * this from /proc/self/mountinfo and a memfd's st_dev.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} skip_devs SEC(".maps");
+
 static __always_inline void account_file(__u32 dev, __u64 ino, __s64 pages)
 {
 	struct file_key key = { .ino = ino, .dev = dev, .pad = 0 };
@@ -42,6 +55,8 @@ static __always_inline int on_change(struct trace_event_raw_mm_filemap_op_page_c
 	__u64 ino = ctx->i_ino;
 	__u64 now;
 
+	if (bpf_map_lookup_elem(&skip_devs, &dev))
+		return 0;
 	pages = (__s64)(1ULL << (ctx->order & 31)) * sign;
 
 	/* 1. global count: base (seeded by userspace) + delta (ours, atomic) */

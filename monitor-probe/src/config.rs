@@ -60,6 +60,7 @@ pub struct ThresholdFlags {
 
 fn pick(
     flag: Option<f64>,
+    flag_name: &'static str,
     name: &'static str,
     default: f64,
     max: f64,
@@ -69,7 +70,7 @@ fn pick(
     let ok = |v: f64| v.is_finite() && v > 0.0 && v <= max;
     if let Some(v) = flag {
         if !ok(v) {
-            return Err(ConfigError::BadValue { what: name, value: v, expected });
+            return Err(ConfigError::BadValue { what: flag_name, value: v, expected });
         }
         return Ok(Threshold { value: v, origin: Origin::Flag });
     }
@@ -89,10 +90,10 @@ impl Thresholds {
     /// Flags > environment (`env` looks a variable up) > defaults.
     pub fn resolve(flags: ThresholdFlags, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Thresholds {
-            cache_mb: pick(flags.cache_mb, ENV_CACHE, DEFAULT_CACHE_MB, f64::INFINITY, env)?,
-            temp_c: pick(flags.temp_c, ENV_TEMP, DEFAULT_TEMP_C, f64::INFINITY, env)?,
-            memory_pct: pick(flags.memory_pct, ENV_MEMORY, DEFAULT_MEMORY_PCT, 100.0, env)?,
-            stall_ms: pick(flags.stall_ms, ENV_STALL, DEFAULT_STALL_MS, f64::INFINITY, env)?,
+            cache_mb: pick(flags.cache_mb, "--cache-threshold", ENV_CACHE, DEFAULT_CACHE_MB, f64::INFINITY, env)?,
+            temp_c: pick(flags.temp_c, "--temp-threshold", ENV_TEMP, DEFAULT_TEMP_C, f64::INFINITY, env)?,
+            memory_pct: pick(flags.memory_pct, "--memory-threshold", ENV_MEMORY, DEFAULT_MEMORY_PCT, 100.0, env)?,
+            stall_ms: pick(flags.stall_ms, "--stall-threshold-ms", ENV_STALL, DEFAULT_STALL_MS, f64::INFINITY, env)?,
         })
     }
 
@@ -132,6 +133,8 @@ pub struct Options {
     pub count: Option<u64>,
     pub host: String,
     pub top: usize,
+    /// Put the top files in every page_cache sample too (one map walk per sample).
+    pub sample_top: bool,
     pub mode: Mode,
     /// PSI trigger: wake when tasks stalled on memory this long within a 2 s window.
     pub psi_stall: Duration,
@@ -155,6 +158,7 @@ impl Options {
             count: None,
             host: crate::procfs::hostname(),
             top: 5,
+            sample_top: false,
             mode: Mode::Ebpf,
             psi_stall: Duration::from_millis(100),
         }

@@ -37,8 +37,8 @@ pub enum ProbeError {
     MissingMap { object: &'static str, map: &'static str },
     #[error("eBPF map {map}: {source}")]
     Map { map: &'static str, source: MapError },
-    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
-    Tracefs(io::Error),
+    #[error("tracefs is not mounted at /sys/kernel/tracing (or not readable) and mounting it failed: {0}")]
+    Tracefs(#[source] io::Error),
 }
 
 impl ProbeError {
@@ -69,6 +69,9 @@ fn ensure_tracefs() -> Result<(), ProbeError> {
     let events = std::path::Path::new("/sys/kernel/tracing/events");
     if events.exists() || std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
         return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ProbeError::Tracefs(io::Error::from(io::ErrorKind::PermissionDenied)));
     }
     nix::mount::mount(Some("tracefs"), "/sys/kernel/tracing", Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
         .map_err(|e| ProbeError::Tracefs(io::Error::from(e)))
@@ -138,6 +141,7 @@ pub struct FileShare {
 pub struct PageCacheProbe {
     pub probe: Probe,
     files: HashMap<MapData, [u64; 2], i64>,
+    skip_devs: HashMap<MapData, u32, u8>,
 }
 
 impl PageCacheProbe {
@@ -152,7 +156,12 @@ impl PageCacheProbe {
         )?;
         let m = probe.ebpf.take_map("files").ok_or(ProbeError::MissingMap { object: "page_cache", map: "files" })?;
         let files = HashMap::try_from(m).map_err(|source| ProbeError::Map { map: "files", source })?;
-        Ok(PageCacheProbe { probe, files })
+        let m = probe
+            .ebpf
+            .take_map("skip_devs")
+            .ok_or(ProbeError::MissingMap { object: "page_cache", map: "skip_devs" })?;
+        let skip_devs = HashMap::try_from(m).map_err(|source| ProbeError::Map { map: "skip_devs", source })?;
+        Ok(PageCacheProbe { probe, files, skip_devs })
     }
 
     /// Pages counted since load (signed).
@@ -171,6 +180,14 @@ impl PageCacheProbe {
         let delta = self.delta()?;
         self.probe.set_state(ST_BASE, (pages - delta) as u64)?;
         Ok(before)
+    }
+
+    /// Ignore page-cache events on these kernel `dev_t`s (shmem devices), adding to the set.
+    pub fn skip_devs(&mut self, devs: &[u32]) -> Result<(), ProbeError> {
+        for d in devs {
+            self.skip_devs.insert(d, 1u8, 0).map_err(|source| ProbeError::Map { map: "skip_devs", source })?;
+        }
+        Ok(())
     }
 
     /// The `n` files that added the most pages since load.

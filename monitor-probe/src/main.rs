@@ -13,16 +13,16 @@ use std::time::Duration;
 #[command(name = "monitor-probe", version)]
 struct Cli {
     /// Page-cache threshold in MB [env: MIGRATION_CACHE_THRESHOLD_MB, default 8192]
-    #[arg(long, value_name = "MB")]
+    #[arg(long, value_name = "MB", allow_negative_numbers = true)]
     cache_threshold: Option<f64>,
     /// Temperature threshold in °C [env: MIGRATION_TEMP_THRESHOLD_C, default 80]
-    #[arg(long, value_name = "C")]
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
     temp_threshold: Option<f64>,
     /// Memory-pressure threshold in % (100 - MemAvailable/MemTotal) [env: MIGRATION_MEMORY_THRESHOLD_PCT, default 85]
-    #[arg(long, value_name = "PCT")]
+    #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
     memory_threshold: Option<f64>,
     /// One reclaim stall longer than this is a trigger [env: MIGRATION_STALL_THRESHOLD_MS, default 100]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     stall_threshold_ms: Option<f64>,
     /// Hysteresis: after a trigger, the value must fall below threshold*(1-PCT/100) to clear
     #[arg(long, value_name = "PCT", default_value_t = 5.0)]
@@ -63,6 +63,9 @@ struct Cli {
     /// How many top page-cache files a page_cache trigger lists
     #[arg(long, value_name = "N", default_value_t = 5)]
     top: usize,
+    /// Also list the top page-cache files in every page_cache sample (--json; one map walk per sample)
+    #[arg(long)]
+    sample_top: bool,
     /// PSI trigger: wake when tasks stalled on memory for MS within a 2 s window
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=2000))]
     psi_stall_ms: u64,
@@ -113,6 +116,7 @@ fn options(cli: Cli) -> anyhow::Result<(Options, bool)> {
         o.host = h;
     }
     o.top = cli.top;
+    o.sample_top = cli.sample_top;
     o.psi_stall = Duration::from_millis(cli.psi_stall_ms);
     o.mode = if cli.poll_baseline { Mode::Poll } else { Mode::Ebpf };
     o.validate()?;

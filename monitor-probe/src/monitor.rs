@@ -192,6 +192,7 @@ impl<W: Write> Monitor<W> {
 
         // Page cache: attach, then seed so no insertion between seed and attach is lost.
         let mut pc = PageCacheProbe::load()?;
+        pc.skip_devs(&crate::procfs::shmem_devs())?;
         let mem = MemInfo::read().map_err(io_err("reading /proc/meminfo"))?;
         pc.seed(mb_to_pages(mem.cache_mb(), self.page_bytes) as i64)?;
         let trig = mb_to_pages(t.cache_mb.value, self.page_bytes);
@@ -396,8 +397,12 @@ impl<W: Write> Monitor<W> {
 
         if self.opts.json {
             let t = self.opts.thresholds;
+            let mut pc_ev = self.event(EventKind::Sample, Metric::PageCache, cache_mb, Some(t.cache_mb.value), cache_src);
+            if self.opts.sample_top {
+                pc_ev.detail = json!({"top": self.top_files_json()});
+            }
             let mut evs = vec![
-                self.event(EventKind::Sample, Metric::PageCache, cache_mb, Some(t.cache_mb.value), cache_src),
+                pc_ev,
                 self.event(EventKind::Sample, Metric::MemoryPressure, pct, Some(t.memory_pct.value), Source::Meminfo),
             ];
             if let Some(t_c) = temp {
@@ -447,6 +452,8 @@ impl<W: Write> Monitor<W> {
     /// Re-seed the in-kernel page count from /proc/meminfo and report how far it had drifted.
     fn resync(&mut self) -> Result<(), MonitorError> {
         let Some(pc) = self.pc.as_mut() else { return Ok(()) };
+        // New tmpfs mounts since the last resync.
+        pc.skip_devs(&crate::procfs::shmem_devs())?;
         let mem = MemInfo::read().map_err(io_err("reading /proc/meminfo"))?;
         let target = (mem.cache_mb() * MIB / self.page_bytes).round() as i64;
         let before = pc.seed(target)?;

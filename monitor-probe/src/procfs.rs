@@ -60,6 +60,39 @@ pub fn psi_some_avg10(text: &str) -> Option<f64> {
     line.split_whitespace().find_map(|f| f.strip_prefix("avg10=")).and_then(|v| v.parse().ok())
 }
 
+/// Kernel `dev_t` (major << 20 | minor) of every shmem-backed file system: tmpfs / devtmpfs
+/// mounts visible in /proc/self/mountinfo, plus the internal mount behind memfd, SysV shm and
+/// shared anonymous memory (the st_dev of a fresh memfd).
+pub fn shmem_devs() -> Vec<u32> {
+    let mut devs: Vec<u32> = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| shmem_devs_in_mountinfo(&t))
+        .unwrap_or_default();
+    if let Ok(fd) = nix::sys::memfd::memfd_create(c"monitor-probe", nix::sys::memfd::MFdFlags::MFD_CLOEXEC) {
+        if let Ok(st) = nix::sys::stat::fstat(&fd) {
+            let (ma, mi) = (libc::major(st.st_dev), libc::minor(st.st_dev));
+            devs.push((ma << 20) | mi);
+        }
+    }
+    devs.sort_unstable();
+    devs.dedup();
+    devs
+}
+
+pub fn shmem_devs_in_mountinfo(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| {
+            // 36 35 0:25 / /dev/shm rw,nosuid - tmpfs tmpfs rw   (fs type follows " - ")
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            if fstype != "tmpfs" && fstype != "devtmpfs" {
+                return None;
+            }
+            let (ma, mi) = left.split_whitespace().nth(2)?.split_once(':')?;
+            Some((ma.parse::<u32>().ok()? << 20) | mi.parse::<u32>().ok()?)
+        })
+        .collect()
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -78,6 +111,12 @@ mod tests {
         assert_eq!(m.total_kb, 1_000_000);
         assert_eq!(m.cache_mb(), 200.0);
         assert!((m.pressure_pct() - 75.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn shmem_devs_from_mountinfo() {
+        let t = "22 1 253:0 / / rw,relatime - ext4 /dev/vda rw\n25 22 0:21 / /dev/shm rw - tmpfs tmpfs rw\n26 22 0:5 / /dev rw - devtmpfs udev rw\n";
+        assert_eq!(shmem_devs_in_mountinfo(t), vec![21, 5]);
     }
 
     #[test]
