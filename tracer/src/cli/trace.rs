@@ -1,9 +1,13 @@
 //! `tracer --pid PID [--mode path|full] [--json] [-o FILE]`
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracer_lib::trace::{self, Options};
+
+use crate as tracer_lib;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -26,10 +30,41 @@ pub struct TraceCommand {
     /// Write the output to FILE instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Bytes of each thread's stack copied while the process is stopped.
+    #[arg(long, default_value_t = crate::attach::DEFAULT_STACK_BYTES, hide = true)]
+    pub stack_bytes: usize,
 }
 
 impl TraceCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        anyhow::bail!("tracing is not implemented yet")
+        let pid = self.pid.context("--pid is required")?;
+        let opts = Options {
+            mode: match self.mode {
+                Mode::Path => trace::Mode::Path,
+                Mode::Full => trace::Mode::Full,
+            },
+            stack_bytes: self.stack_bytes,
+            ..Options::default()
+        };
+        let fs = trace::trace_pid(pid, &opts)?;
+        let mut buf = Vec::new();
+        if self.json {
+            fs.write_json(&mut buf)?;
+        } else {
+            trace::write_human(&fs, &mut buf)?;
+        }
+        match &self.output {
+            Some(p) => std::fs::write(p, &buf).with_context(|| format!("writing {}", p.display()))?,
+            None => {
+                let mut out = std::io::stdout().lock();
+                // A closed pipe (tracer … | head) is not an error worth a message.
+                if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 }

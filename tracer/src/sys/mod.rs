@@ -1,2 +1,4 @@
 //! The only modules that make raw syscalls or use CPU intrinsics.
+pub mod ptrace;
 pub mod cpuid;
+pub mod mmap;

@@ -1,0 +1,637 @@
+//! Decoding and feature accounting: path tracking (`--mode path`) and full scan
+//! (`--mode full`). Pure: works on an [`Image`], captured thread states and a
+//! [`Memory`] reader, never on a pid.
+
+use crate::attach::ThreadState;
+use crate::features::{self, Class, FeatureId};
+use crate::image::{Image, Memory};
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// How many example instructions are kept per feature.
+pub const EVIDENCE_PER_FEATURE: usize = 3;
+
+/// Per-feature accumulation.
+#[derive(Debug, Clone)]
+pub struct Acc {
+    pub class: Class,
+    pub count: u64,
+    /// Addresses of the first instructions seen using the feature.
+    pub evidence: Vec<u64>,
+}
+
+/// Features found, with counts and evidence addresses.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub features: BTreeMap<FeatureId, Acc>,
+    pub bytes_decoded: u64,
+    pub instructions: u64,
+}
+
+impl Tally {
+    #[inline]
+    pub fn record(&mut self, insn: &Instruction) {
+        self.instructions += 1;
+        self.bytes_decoded += insn.len() as u64;
+        for f in features::classify(insn) {
+            let acc = self.features.entry(f.feature.id()).or_insert(Acc { class: f.class, count: 0, evidence: Vec::new() });
+            acc.count += 1;
+            // The most demanding class wins: faults < silent < hint in `Class`'s order.
+            acc.class = acc.class.min(f.class);
+            if acc.evidence.len() < EVIDENCE_PER_FEATURE {
+                acc.evidence.push(insn.ip());
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        self.bytes_decoded += other.bytes_decoded;
+        self.instructions += other.instructions;
+        for (id, acc) in other.features {
+            match self.features.get_mut(&id) {
+                None => {
+                    self.features.insert(id, acc);
+                }
+                Some(a) => {
+                    a.count += acc.count;
+                    a.class = a.class.min(acc.class);
+                    for e in acc.evidence {
+                        if a.evidence.len() < EVIDENCE_PER_FEATURE {
+                            a.evidence.push(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counters describing what the analysis did and could not do.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PathStats {
+    pub roots: u64,
+    pub roots_thread_pc: u64,
+    pub roots_stack: u64,
+    pub roots_data: u64,
+    pub roots_code_refs: u64,
+    pub jump_tables: u64,
+    pub got_targets: u64,
+    /// Register-indirect call/jmp sites whose target could not be determined (the blind spot).
+    pub indirect_unresolved: u64,
+    /// PLT/GOT slots still pointing at the lazy-binding stub, resolved from symbol tables.
+    pub lazy_slots: u64,
+    /// Of those, IFUNC symbols whose every candidate was followed.
+    pub lazy_ifuncs: u64,
+    /// Bytes of anonymous executable memory (JIT) decoded in full.
+    pub jit_bytes: u64,
+    /// Branch targets outside every known code region.
+    pub targets_outside_code: u64,
+    pub objects_entered: u64,
+}
+
+/// Linear sweep of every code region. Uses up to `threads` threads.
+pub fn full_scan(image: &Image, threads: usize) -> Tally {
+    let regions: Vec<usize> = (0..image.regions.len()).collect();
+    let total: u64 = image.code_bytes();
+    // Split regions into chunks of roughly equal size.
+    let n = threads.max(1);
+    let mut buckets: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); n];
+    let per = (total as usize).div_ceil(n).max(1);
+    let (mut b, mut filled) = (0, 0usize);
+    for r in regions {
+        let len = image.regions[r].bytes().len();
+        let mut off = 0;
+        while off < len {
+            let take = (per - filled).min(len - off).max(1);
+            buckets[b].push((r, off, off + take));
+            off += take;
+            filled += take;
+            if filled >= per && b + 1 < n {
+                b += 1;
+                filled = 0;
+            }
+        }
+    }
+    let tallies: Vec<Tally> = std::thread::scope(|s| {
+        let hs: Vec<_> = buckets
+            .into_iter()
+            .map(|chunks| {
+                s.spawn(move || {
+                    let mut t = Tally::default();
+                    for (r, from, to) in chunks {
+                        sweep(image, r, from, to, &mut t);
+                    }
+                    t
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut t = Tally::default();
+    for x in tallies {
+        t.merge(x);
+    }
+    t
+}
+
+/// Decodes `[from, to)` of a region linearly (an instruction may run past `to`).
+fn sweep(image: &Image, r: usize, from: usize, to: usize, t: &mut Tally) {
+    let region = &image.regions[r];
+    let bytes = region.bytes();
+    let mut dec = Decoder::with_ip(64, &bytes[from..], region.start + from as u64, DecoderOptions::NONE);
+    let mut insn = Instruction::default();
+    let end_ip = region.start + to as u64;
+    while dec.can_decode() && dec.ip() < end_ip {
+        dec.decode_out(&mut insn);
+        if insn.is_invalid() {
+            continue; // the decoder already advanced past the bad byte(s)
+        }
+        t.record(&insn);
+    }
+}
+
+/// Options for path tracking.
+#[derive(Debug, Clone)]
+pub struct PathOptions {
+    /// Follow everything an address-taken word in an entered object's data points to.
+    pub data_roots: bool,
+    /// Scan stacks for return addresses and function pointers.
+    pub stack_roots: bool,
+}
+
+impl Default for PathOptions {
+    fn default() -> Self {
+        PathOptions { data_roots: true, stack_roots: true }
+    }
+}
+
+/// Extra roots given by the caller (e.g. Python-aware analysis), with a reason.
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub addr: u64,
+    pub why: String,
+}
+
+struct Walker<'a, M: Memory> {
+    image: &'a Image,
+    mem: &'a M,
+    opts: &'a PathOptions,
+    visited: Vec<Vec<u64>>,
+    queue: Vec<u64>,
+    entered: Vec<bool>,
+    tally: Tally,
+    stats: PathStats,
+    warnings: Vec<String>,
+    lazy_symbols: HashSet<String>,
+    unresolved_symbols: HashSet<String>,
+}
+
+/// Path tracking from the process's roots. Returns the tally, counters and warnings.
+pub fn path_track<M: Memory>(
+    image: &Image,
+    threads: &[ThreadState],
+    mem: &M,
+    extra_roots: &[Root],
+    opts: &PathOptions,
+) -> (Tally, PathStats, Vec<String>) {
+    let mut w = Walker {
+        image,
+        mem,
+        opts,
+        visited: image.regions.iter().map(|r| vec![0u64; (r.bytes().len() + 63) / 64]).collect(),
+        queue: Vec::new(),
+        entered: vec![false; image.objects.len()],
+        tally: Tally::default(),
+        stats: PathStats::default(),
+        warnings: Vec::new(),
+        lazy_symbols: HashSet::new(),
+        unresolved_symbols: HashSet::new(),
+    };
+    // Roots: thread PCs and stacks.
+    for t in threads {
+        if w.push(t.regs.rip) {
+            w.stats.roots_thread_pc += 1;
+        }
+        if opts.stack_roots {
+            w.stack_roots(t);
+        }
+    }
+    // Entry point and main of the executable; init/fini arrays of every object.
+    for o in &image.objects {
+        if o.is_main {
+            w.push(o.info.entry.wrapping_add(o.bias));
+            if let Some(m) = o.info.main {
+                w.push(m.wrapping_add(o.bias));
+            }
+        }
+        for a in &o.info.init_arrays {
+            w.data_words(a.addr.wrapping_add(o.bias), a.size, false);
+        }
+    }
+    for r in extra_roots {
+        w.push(r.addr);
+    }
+    // JIT code (anonymous executable memory) is reached through register-indirect calls
+    // the walk cannot follow: decode it whole.
+    for (i, r) in image.regions.iter().enumerate() {
+        if r.object.is_none() && r.name != "[vdso]" {
+            w.stats.jit_bytes += r.bytes().len() as u64;
+            sweep(image, i, 0, r.bytes().len(), &mut w.tally);
+        }
+    }
+    w.run();
+    if w.stats.jit_bytes > 0 {
+        w.warnings.push(format!(
+            "{} KiB of anonymous executable memory (JIT code) decoded in full: it has no symbols to follow",
+            w.stats.jit_bytes / 1024
+        ));
+    }
+    if w.stats.lazy_slots > 0 {
+        w.warnings.push(format!(
+            "lazy binding: {} PLT slots unresolved; resolved from symbol tables ({} IFUNC symbols followed to every candidate: {})",
+            w.stats.lazy_slots,
+            w.stats.lazy_ifuncs,
+            {
+                let mut v: Vec<_> = w.lazy_symbols.iter().cloned().collect();
+                v.sort();
+                v.truncate(8);
+                v.join(", ")
+            }
+        ));
+    }
+    if !w.unresolved_symbols.is_empty() {
+        let mut v: Vec<_> = w.unresolved_symbols.iter().cloned().collect();
+        v.sort();
+        v.truncate(8);
+        w.warnings.push(format!("{} unbound PLT symbols not found in any loaded object: {}", w.unresolved_symbols.len(), v.join(", ")));
+    }
+    w.stats.objects_entered = w.entered.iter().filter(|&&e| e).count() as u64;
+    (w.tally, w.stats, w.warnings)
+}
+
+impl<M: Memory> Walker<'_, M> {
+    /// Queues an address if it is code. Returns whether it was.
+    fn push(&mut self, addr: u64) -> bool {
+        if self.image.region_of(addr).is_some() {
+            self.queue.push(addr);
+            self.stats.roots += 1;
+            true
+        } else {
+            self.stats.targets_outside_code += 1;
+            false
+        }
+    }
+
+    fn is_code(&self, addr: u64) -> bool {
+        self.image.region_of(addr).is_some()
+    }
+
+    /// Words of live memory `[addr, addr+size)` that point at code become roots.
+    fn data_words(&mut self, addr: u64, size: u64, count_as_data: bool) {
+        const CHUNK: usize = 1 << 20;
+        let mut off = 0u64;
+        let mut buf = vec![0u8; CHUNK.min(size as usize)];
+        while off < size {
+            let n = ((size - off) as usize).min(CHUNK);
+            let got = self.mem.read(addr + off, &mut buf[..n]);
+            for c in buf[..got].chunks_exact(8) {
+                let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                if v > 0x1000 && self.is_code(v) {
+                    self.queue.push(v);
+                    self.stats.roots += 1;
+                    if count_as_data {
+                        self.stats.roots_data += 1;
+                    }
+                }
+            }
+            if got < n {
+                break;
+            }
+            off += n as u64;
+        }
+    }
+
+    fn stack_roots(&mut self, t: &ThreadState) {
+        for c in t.stack.chunks_exact(8) {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            let Some(r) = self.image.region_of(v) else { continue };
+            let symbol_start = self.image.regions[r]
+                .object
+                .is_some_and(|o| self.image.objects[o].info.is_symbol_start(v.wrapping_sub(self.image.objects[o].bias)));
+            if symbol_start || self.after_call(r, v) {
+                self.queue.push(v);
+                self.stats.roots += 1;
+                self.stats.roots_stack += 1;
+            }
+        }
+    }
+
+    /// Whether a call instruction ends exactly at `addr` (a return address).
+    fn after_call(&self, r: usize, addr: u64) -> bool {
+        let region = &self.image.regions[r];
+        let bytes = region.bytes();
+        let off = (addr - region.start) as usize;
+        [2usize, 3, 5, 6, 7].iter().any(|&k| {
+            if k > off {
+                return false;
+            }
+            let mut d = Decoder::with_ip(64, &bytes[off - k..off], addr - k as u64, DecoderOptions::NONE);
+            let i = d.decode();
+            !i.is_invalid() && i.len() == k && matches!(i.flow_control(), FlowControl::Call | FlowControl::IndirectCall)
+        })
+    }
+
+    fn enter_object(&mut self, o: usize) {
+        if self.entered[o] {
+            return;
+        }
+        self.entered[o] = true;
+        if !self.opts.data_roots {
+            return;
+        }
+        let obj = &self.image.objects[o];
+        let ranges: Vec<(u64, u64)> = obj.info.data_sections.iter().map(|s| (s.addr.wrapping_add(obj.bias), s.size)).collect();
+        for (a, s) in ranges {
+            self.data_words(a, s, true);
+        }
+    }
+
+    fn run(&mut self) {
+        let mut insn = Instruction::default();
+        while let Some(addr) = self.queue.pop() {
+            let Some(r) = self.image.region_of(addr) else { continue };
+            if let Some(o) = self.image.regions[r].object {
+                self.enter_object(o);
+            }
+            self.block(r, addr, &mut insn);
+        }
+    }
+
+    fn visited(&mut self, r: usize, addr: u64) -> bool {
+        let off = (addr - self.image.regions[r].start) as usize;
+        let (w, b) = (off / 64, off % 64);
+        let seen = self.visited[r][w] & (1 << b) != 0;
+        self.visited[r][w] |= 1 << b;
+        seen
+    }
+
+    /// Decodes from `addr` until the path ends, queuing every target found.
+    fn block(&mut self, r: usize, addr: u64, insn: &mut Instruction) {
+        let image = self.image;
+        let region = &image.regions[r];
+        let bytes = region.bytes();
+        let off = (addr - region.start) as usize;
+        let mut dec = Decoder::with_ip(64, &bytes[off..], addr, DecoderOptions::NONE);
+        // What registers were last loaded with, within this block.
+        let mut reg_load: HashMap<Register, u64> = HashMap::new();
+        let mut leas: Vec<u64> = Vec::new();
+        let mut cmp_bound: Option<u64> = None;
+        while dec.can_decode() {
+            let ip = dec.ip();
+            if self.visited(r, ip) {
+                return;
+            }
+            dec.decode_out(insn);
+            if insn.is_invalid() {
+                return;
+            }
+            self.tally.record(insn);
+            match insn.flow_control() {
+                FlowControl::Next => {
+                    if insn.mnemonic() == Mnemonic::Hlt {
+                        return;
+                    }
+                    self.note_operands(insn, &mut reg_load, &mut leas, &mut cmp_bound);
+                }
+                FlowControl::Return | FlowControl::Exception => return,
+                FlowControl::Interrupt => {
+                    if insn.code() == Code::Int3 || insn.code() == Code::Int1 {
+                        return;
+                    }
+                }
+                FlowControl::UnconditionalBranch => {
+                    if is_near(insn) {
+                        self.push(insn.near_branch_target());
+                    }
+                    return;
+                }
+                FlowControl::ConditionalBranch => {
+                    if is_near(insn) {
+                        self.push(insn.near_branch_target());
+                    }
+                }
+                FlowControl::Call => {
+                    if is_near(insn) {
+                        self.push(insn.near_branch_target());
+                    }
+                }
+                FlowControl::XbeginXabortXend => {
+                    if is_near(insn) {
+                        self.push(insn.near_branch_target());
+                    }
+                }
+                FlowControl::IndirectCall | FlowControl::IndirectBranch => {
+                    let resolved = self.indirect(insn, &reg_load, &leas, cmp_bound, r);
+                    if !resolved {
+                        self.stats.indirect_unresolved += 1;
+                    }
+                    if insn.flow_control() == FlowControl::IndirectBranch {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records code addresses taken by LEA / MOV imm, and loads used by later indirect jumps.
+    fn note_operands(
+        &mut self,
+        insn: &Instruction,
+        reg_load: &mut HashMap<Register, u64>,
+        leas: &mut Vec<u64>,
+        cmp_bound: &mut Option<u64>,
+    ) {
+        match insn.mnemonic() {
+            Mnemonic::Lea if insn.is_ip_rel_memory_operand() => {
+                let a = insn.ip_rel_memory_address();
+                if self.is_code(a) {
+                    self.queue.push(a);
+                    self.stats.roots += 1;
+                    self.stats.roots_code_refs += 1;
+                } else {
+                    leas.push(a);
+                    if leas.len() > 4 {
+                        leas.remove(0);
+                    }
+                }
+            }
+            Mnemonic::Mov => {
+                if insn.op_count() == 2 && insn.op0_kind() == OpKind::Register {
+                    let dst = insn.op0_register().full_register();
+                    if insn.op1_kind() == OpKind::Memory && insn.is_ip_rel_memory_operand() {
+                        reg_load.insert(dst, insn.ip_rel_memory_address());
+                    } else if matches!(insn.op1_kind(), OpKind::Immediate32 | OpKind::Immediate64 | OpKind::Immediate32to64) {
+                        let v = insn.immediate(1);
+                        if v > 0x10000 && self.is_code(v) {
+                            self.queue.push(v);
+                            self.stats.roots += 1;
+                            self.stats.roots_code_refs += 1;
+                        }
+                    } else {
+                        reg_load.remove(&dst);
+                    }
+                }
+            }
+            Mnemonic::Push if matches!(insn.op0_kind(), OpKind::Immediate32to64) => {
+                let v = insn.immediate(0);
+                if v > 0x10000 && self.is_code(v) {
+                    self.queue.push(v);
+                    self.stats.roots += 1;
+                    self.stats.roots_code_refs += 1;
+                }
+            }
+            Mnemonic::Cmp if matches!(insn.op1_kind(), OpKind::Immediate8 | OpKind::Immediate32 | OpKind::Immediate8to32 | OpKind::Immediate8to64 | OpKind::Immediate32to64 | OpKind::Immediate16 | OpKind::Immediate8to16) => {
+                *cmp_bound = Some(insn.immediate(1));
+            }
+            _ => {}
+        }
+    }
+
+    /// Resolves an indirect call/jmp. Returns whether any target was found.
+    fn indirect(
+        &mut self,
+        insn: &Instruction,
+        reg_load: &HashMap<Register, u64>,
+        leas: &[u64],
+        cmp_bound: Option<u64>,
+        r: usize,
+    ) -> bool {
+        if insn.op0_kind() == OpKind::Memory {
+            if insn.is_ip_rel_memory_operand() {
+                return self.through_slot(insn.ip_rel_memory_address());
+            }
+            // Absolute jump table: jmp [index*8 + table] (non-PIC code).
+            if insn.memory_base() == Register::None && insn.memory_index_scale() == 8 && insn.memory_displacement64() > 0x1000 {
+                return self.abs_table(insn.memory_displacement64(), cmp_bound, r);
+            }
+            return false;
+        }
+        if insn.op0_kind() != OpKind::Register {
+            return false;
+        }
+        let reg = insn.op0_register().full_register();
+        if let Some(&slot) = reg_load.get(&reg) {
+            if self.through_slot(slot) {
+                return true;
+            }
+        }
+        // PIC jump table: lea base,[rip+T]; movsxd r,[base+idx*4]; add r,base; jmp r.
+        if insn.flow_control() == FlowControl::IndirectBranch {
+            let mut found = false;
+            for &t in leas.iter().rev().take(2) {
+                found |= self.rel_table(t, cmp_bound, r);
+                if found {
+                    break;
+                }
+            }
+            return found;
+        }
+        false
+    }
+
+    /// Follows a pointer stored in memory (GOT slot, function pointer variable).
+    fn through_slot(&mut self, slot: u64) -> bool {
+        let Some(target) = self.mem.read_u64(slot) else { return false };
+        self.stats.got_targets += 1;
+        // A lazily bound slot still points at its PLT stub: resolve the symbol instead.
+        if let Some(o) = self.image.object_of(slot).or_else(|| self.object_with_data(slot)) {
+            let in_plt = o.info.plt_sections.iter().any(|s| {
+                let a = s.addr.wrapping_add(o.bias);
+                (a..a + s.size).contains(&target)
+            });
+            if in_plt {
+                if let Some(name) = o.info.got_slots.get(&slot.wrapping_sub(o.bias)).cloned() {
+                    return self.resolve_symbol(&name);
+                }
+            }
+        }
+        self.push(target)
+    }
+
+    fn object_with_data(&self, addr: u64) -> Option<&crate::image::Object> {
+        self.image.objects.iter().find(|o| {
+            o.info.loads.iter().any(|l| {
+                let a = l.vaddr.wrapping_add(o.bias);
+                (a..a + l.memsz).contains(&addr)
+            })
+        })
+    }
+
+    /// Resolves a lazily bound symbol through the loaded objects' dynamic symbol tables
+    /// (executable first, then libraries in load order). IFUNCs: follow the resolver and
+    /// so every candidate it can return.
+    fn resolve_symbol(&mut self, name: &str) -> bool {
+        self.stats.lazy_slots += 1;
+        let image = self.image;
+        let mut order: Vec<usize> = (0..image.objects.len()).collect();
+        order.sort_by_key(|&i| !image.objects[i].is_main);
+        for i in order {
+            let o = &image.objects[i];
+            if let Some(&(addr, ifunc)) = o.info.exports.get(name) {
+                let a = addr.wrapping_add(o.bias);
+                if ifunc {
+                    self.stats.lazy_ifuncs += 1;
+                    self.lazy_symbols.insert(name.to_string());
+                    // The resolver's code takes the address of every candidate (LEA),
+                    // which the walk turns into roots.
+                }
+                return self.push(a);
+            }
+        }
+        self.unresolved_symbols.insert(name.to_string());
+        false
+    }
+
+    fn rel_table(&mut self, base: u64, bound: Option<u64>, r: usize) -> bool {
+        let limit = bound.map(|b| b + 1).unwrap_or(1024).min(4096);
+        let region = &self.image.regions[r];
+        let (rs, re) = (region.start, region.end);
+        let mut n = 0;
+        for k in 0..limit {
+            let Some(e) = self.mem.read_i32(base + 4 * k) else { break };
+            let t = base.wrapping_add(e as i64 as u64);
+            if !(rs..re).contains(&t) {
+                break;
+            }
+            self.queue.push(t);
+            n += 1;
+        }
+        if n > 0 {
+            self.stats.jump_tables += 1;
+        }
+        n > 0
+    }
+
+    fn abs_table(&mut self, base: u64, bound: Option<u64>, r: usize) -> bool {
+        let limit = bound.map(|b| b + 1).unwrap_or(1024).min(4096);
+        let region = &self.image.regions[r];
+        let (rs, re) = (region.start, region.end);
+        let mut n = 0;
+        for k in 0..limit {
+            let Some(t) = self.mem.read_u64(base + 8 * k) else { break };
+            if !(rs..re).contains(&t) {
+                break;
+            }
+            self.queue.push(t);
+            n += 1;
+        }
+        if n > 0 {
+            self.stats.jump_tables += 1;
+        }
+        n > 0
+    }
+}
+
+fn is_near(insn: &Instruction) -> bool {
+    matches!(insn.op0_kind(), OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16)
+}

@@ -1,0 +1,238 @@
+//! `tracer --pid`: attach, release, analyze, report.
+
+use crate::analysis::{self, PathOptions, Root};
+use crate::attach::{self, AttachError};
+use crate::features::{self, Class};
+use crate::image::{CachedMem, Image};
+use crate::procfs::{Proc, ProcError};
+use crate::report::{Evidence, FeatureEntry, FeatureSet, SCHEMA};
+use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+use serde_json::json;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Path,
+    Full,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Path => "path",
+            Mode::Full => "full",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Bytes of each thread's stack copied while it is stopped.
+    pub stack_bytes: usize,
+    /// Threads used for decoding in full mode.
+    pub threads: usize,
+    pub path: PathOptions,
+    pub extra_roots: Vec<Root>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Path,
+            stack_bytes: attach::DEFAULT_STACK_BYTES,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
+            path: PathOptions::default(),
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error("process {pid} is a 32-bit program: only x86-64 processes are supported")]
+    Compat32 { pid: i32 },
+    #[error("process {pid} replaced its program (exec) while being traced: run tracer again")]
+    Execd { pid: i32 },
+    #[error("permission denied reading the memory of {pid}: run as root or grant CAP_SYS_PTRACE (and check /proc/sys/kernel/yama/ptrace_scope)")]
+    PermissionDenied { pid: i32 },
+}
+
+impl From<ProcError> for TraceError {
+    fn from(e: ProcError) -> Self {
+        TraceError::Attach(AttachError::Proc(e))
+    }
+}
+
+/// Traces a live process and returns its workload feature set.
+pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
+    let t0 = Instant::now();
+    let proc = Proc::new(pid)?;
+    attach::precheck(&proc)?;
+    let exe = proc.exe();
+    if let Some(e) = &exe {
+        let mut hdr = [0u8; 5];
+        if let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/exe")) {
+            use std::io::Read;
+            if f.read_exact(&mut hdr).is_ok() && &hdr[..4] == b"\x7fELF" && hdr[4] == 1 {
+                return Err(TraceError::Compat32 { pid });
+            }
+        }
+        let _ = e;
+    }
+    let mem = match proc.mem() {
+        Ok(m) => m,
+        Err(ProcError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(TraceError::PermissionDenied { pid })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let maps = proc.maps()?;
+    let snapshot = attach::capture(&proc, &maps, &mem, opts.stack_bytes)?;
+    if snapshot.threads.iter().any(|t| t.regs.cs == 0x23) {
+        return Err(TraceError::Compat32 { pid });
+    }
+    if proc.exe() != exe {
+        return Err(TraceError::Execd { pid });
+    }
+    let mem = CachedMem::new(mem);
+    let image = Image::load(&proc, &maps, &mem);
+    let mut warnings = image.warnings.clone();
+    if image.objects.iter().all(|o| !o.is_main) {
+        warnings.push("the executable's code was not found among the mappings".into());
+    } else if image.objects.iter().any(|o| o.is_main && !o.info.has_symtab) {
+        warnings.push("the executable is stripped: `main` and local functions have no symbols (roots come from the entry point, code references and data)".into());
+    }
+    let (tally, path_stats) = match opts.mode {
+        Mode::Full => (analysis::full_scan(&image, opts.threads), None),
+        Mode::Path => {
+            let (t, s, w) = analysis::path_track(&image, &snapshot.threads, &mem, &opts.extra_roots, &opts.path);
+            warnings.extend(w);
+            (t, Some(s))
+        }
+    };
+    let env = proc.environ();
+    let bind_now_env = env.iter().any(|e| e.strip_prefix("LD_BIND_NOW=").is_some_and(|v| !v.is_empty()));
+    let bind_now = bind_now_env
+        || image.objects.iter().any(|o| o.is_main && o.info.bind_now)
+        || path_stats.as_ref().is_some_and(|s| s.lazy_slots == 0);
+    let features = entries(&image, &tally);
+    let mut stats = json!({
+        "pause_us": snapshot.pause_us,
+        "analysis_ms": t0.elapsed().as_millis() as u64,
+        "bytes_decoded": tally.bytes_decoded,
+        "instructions": tally.instructions,
+        "code_bytes_mapped": image.code_bytes(),
+    });
+    if let Some(s) = &path_stats {
+        stats["path"] = serde_json::to_value(s).unwrap_or_default();
+    }
+    Ok(FeatureSet {
+        schema: SCHEMA.into(),
+        kind: "workload".into(),
+        arch: "x86_64".into(),
+        subject: json!({
+            "pid": pid,
+            "exe": exe,
+            "mode": opts.mode.as_str(),
+            "threads": snapshot.threads.len(),
+            "bind_now": bind_now,
+        }),
+        features,
+        warnings,
+        stats,
+    })
+}
+
+/// Feature entries with evidence rendered (instruction text, object, symbol+offset).
+pub fn entries(image: &Image, tally: &analysis::Tally) -> Vec<FeatureEntry> {
+    let mut out: Vec<FeatureEntry> = tally
+        .features
+        .iter()
+        .map(|(&id, acc)| {
+            let f = features::get(id);
+            let mut e = FeatureEntry::canonical(f, acc.class);
+            e.count = Some(acc.count);
+            e.evidence = acc.evidence.iter().map(|&a| evidence(image, a)).collect();
+            e
+        })
+        .collect();
+    out.sort_by(|a, b| a.class.cmp(&b.class).then(a.name.cmp(&b.name)));
+    out
+}
+
+fn evidence(image: &Image, addr: u64) -> Evidence {
+    let mut insn_text = String::new();
+    if let Some(r) = image.region_of(addr) {
+        let region = &image.regions[r];
+        let off = (addr - region.start) as usize;
+        let mut d = Decoder::with_ip(64, &region.bytes()[off..], addr, DecoderOptions::NONE);
+        let i = d.decode();
+        let mut f = IntelFormatter::new();
+        f.options_mut().set_space_after_operand_separator(false);
+        f.format(&i, &mut insn_text);
+    }
+    Evidence {
+        addr: format!("{addr:#x}"),
+        object: image.object_name(addr),
+        symbol: image.symbolize(addr).unwrap_or_default(),
+        insn: insn_text,
+    }
+}
+
+/// Renders the human summary.
+pub fn write_human(fs: &FeatureSet, mut w: impl std::io::Write) -> std::io::Result<()> {
+    let s = &fs.subject;
+    writeln!(
+        w,
+        "pid {} ({}), {} threads, mode {}, paused {} µs, analysis {} ms, {} KiB decoded",
+        s["pid"],
+        s["exe"].as_str().unwrap_or("?"),
+        s["threads"],
+        s["mode"].as_str().unwrap_or("?"),
+        fs.stats["pause_us"],
+        fs.stats["analysis_ms"],
+        fs.stats["bytes_decoded"].as_u64().unwrap_or(0) / 1024
+    )?;
+    let baseline: Vec<&FeatureEntry> =
+        fs.features.iter().filter(|e| features::by_name(&e.name).is_some_and(|f| f.baseline) && e.class != Class::Hint).collect();
+    let required: Vec<&FeatureEntry> =
+        fs.features.iter().filter(|e| e.class.is_required() && !baseline.iter().any(|b| b.name == e.name)).collect();
+    let hints: Vec<&FeatureEntry> = fs.features.iter().filter(|e| e.class == Class::Hint).collect();
+    let line = |w: &mut dyn std::io::Write, e: &FeatureEntry| -> std::io::Result<()> {
+        let ev = e.evidence.first();
+        let obj = ev.map(|v| v.object.rsplit('/').next().unwrap_or("")).unwrap_or("");
+        writeln!(
+            w,
+            "  {:<18} {:<7} {:>7}  {:<36} {} ({})",
+            e.name,
+            e.class.as_str(),
+            e.count.unwrap_or(0),
+            ev.map(|v| v.insn.as_str()).unwrap_or(""),
+            ev.map(|v| if v.symbol.is_empty() { v.addr.as_str() } else { v.symbol.as_str() }).unwrap_or(""),
+            obj
+        )
+    };
+    writeln!(w, "Required features ({}): a destination must have these", required.len())?;
+    writeln!(w, "  {:<18} {:<7} {:>7}  {:<36} {}", "feature", "class", "count", "example", "where")?;
+    for e in &required {
+        line(&mut w, e)?;
+    }
+    if !hints.is_empty() {
+        writeln!(w, "Hints ({}): execute as no-ops without the feature, never required", hints.len())?;
+        for e in &hints {
+            line(&mut w, e)?;
+        }
+    }
+    if !baseline.is_empty() {
+        let names: Vec<&str> = baseline.iter().map(|e| e.name.as_str()).collect();
+        writeln!(w, "x86-64 baseline (every x86-64 CPU): {}", names.join(" "))?;
+    }
+    for warn in &fs.warnings {
+        writeln!(w, "warning: {warn}")?;
+    }
+    Ok(())
+}
