@@ -58,11 +58,17 @@ impl std::fmt::Display for EngineKind {
 /// depend on the engine), epoch interruption (how a stop request reaches
 /// running code), a large wasm stack.
 pub fn new_engine(kind: EngineKind) -> Result<wasmtime::Engine, ModuleError> {
+    engine_with(kind, true)
+}
+
+/// [`new_engine`], with epoch interruption on or off (off: the baseline
+/// for measuring instrumentation overhead).
+pub fn engine_with(kind: EngineKind, epochs: bool) -> Result<wasmtime::Engine, ModuleError> {
     let err = |e: wasmtime::Error| ModuleError::Compile { engine: kind.as_str(), message: format!("{e:#}") };
     let mut c = wasmtime::Config::new();
     c.cranelift_nan_canonicalization(true)
         .relaxed_simd_deterministic(true)
-        .epoch_interruption(true)
+        .epoch_interruption(epochs)
         .max_wasm_stack(MAX_WASM_STACK)
         // Only checked against max_wasm_stack: we never run async.
         .async_stack_size(MAX_WASM_STACK + (1 << 20));

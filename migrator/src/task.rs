@@ -183,8 +183,11 @@ fn poll(mut c: Caller<'_, TaskState>) -> wasmtime::Result<()> {
         Mode::Rewinding => {
             asy.stop_rewind.call(&mut c, ())?;
             c.data_mut().mode = Mode::Normal;
+            // A request that arrived during the rewind must not be lost: the
+            // epoch callback already fired for it and will not fire again.
+            let pending = c.data().ctl.stop.load(Ordering::SeqCst);
             if let Some(g) = c.data().stop_global {
-                g.set(&mut c, Val::I32(0))?;
+                g.set(&mut c, Val::I32(pending as i32))?;
             }
             return Ok(());
         }
