@@ -177,7 +177,14 @@ struct Walker<'a, M: Memory> {
     mem: &'a M,
     opts: &'a PathOptions,
     visited: Vec<Vec<u64>>,
-    queue: Vec<u64>,
+    queue: Vec<(u64, Src)>,
+    /// Why the walk is at the current instruction/word: recorded with every push.
+    src: Src,
+    /// How each decoded block was reached (block start → source).
+    parents: HashMap<u64, Src>,
+    /// Decoded blocks as (start, end).
+    blocks: Vec<(u64, u64)>,
+    cur_end: u64,
     entered: Vec<bool>,
     tally: Tally,
     stats: PathStats,
@@ -186,20 +193,78 @@ struct Walker<'a, M: Memory> {
     unresolved_symbols: HashSet<String>,
 }
 
-/// Path tracking from the process's roots. Returns the tally, counters and warnings.
+/// Why an address was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    /// A branch, call, code reference or resolved pointer in the instruction at this address.
+    Code(u64),
+    /// A word of an entered object's data at this address.
+    Data(u64),
+    Root(RootKind),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    ThreadPc(i32),
+    Stack(i32),
+    Entry,
+    InitArray,
+    /// Index into the caller's extra roots.
+    Given(usize),
+    Extra,
+}
+
+/// Result of path tracking.
+pub struct PathResult {
+    pub tally: Tally,
+    pub stats: PathStats,
+    pub warnings: Vec<String>,
+    pub explain: Explainer,
+}
+
+/// Answers "why is this instruction reachable?" with a chain back to a root.
+pub struct Explainer {
+    parents: HashMap<u64, Src>,
+    blocks: Vec<(u64, u64)>,
+}
+
+impl Explainer {
+    /// The chain of sources from `addr` back to a root (at most `max` steps).
+    pub fn chain(&self, mut addr: u64, max: usize) -> Vec<(u64, Src)> {
+        let mut out = Vec::new();
+        for _ in 0..max {
+            // The decoded block containing addr: the latest start <= addr whose end is past it.
+            let i = self.blocks.partition_point(|b| b.0 <= addr);
+            let Some(&(start, _)) = self.blocks[..i].iter().rev().take(64).find(|b| addr < b.1.max(b.0 + 1)) else { break };
+            let Some(&src) = self.parents.get(&start) else { break };
+            out.push((start, src));
+            match src {
+                Src::Code(from) if from != addr => addr = from,
+                _ => break,
+            }
+        }
+        out
+    }
+}
+
+/// Path tracking from the process's roots.
 pub fn path_track<M: Memory>(
     image: &Image,
     threads: &[ThreadState],
     mem: &M,
     extra_roots: &[Root],
     opts: &PathOptions,
-) -> (Tally, PathStats, Vec<String>) {
+) -> PathResult {
     let mut w = Walker {
         image,
         mem,
         opts,
         visited: image.regions.iter().map(|r| vec![0u64; (r.bytes().len() + 63) / 64]).collect(),
         queue: Vec::new(),
+        src: Src::Root(RootKind::Extra),
+        parents: HashMap::new(),
+        blocks: Vec::new(),
+        cur_end: 0,
         entered: vec![false; image.objects.len()],
         tally: Tally::default(),
         stats: PathStats::default(),
@@ -209,15 +274,18 @@ pub fn path_track<M: Memory>(
     };
     // Roots: thread PCs and stacks.
     for t in threads {
+        w.src = Src::Root(RootKind::ThreadPc(t.tid));
         if w.push(t.regs.rip) {
             w.stats.roots_thread_pc += 1;
         }
         if opts.stack_roots {
+            w.src = Src::Root(RootKind::Stack(t.tid));
             w.stack_roots(t);
         }
     }
     // Entry point and main of the executable; init/fini arrays of every object.
     for o in &image.objects {
+        w.src = Src::Root(RootKind::Entry);
         if o.is_main {
             w.push(o.info.entry.wrapping_add(o.bias));
             if let Some(m) = o.info.main {
@@ -225,10 +293,12 @@ pub fn path_track<M: Memory>(
             }
         }
         for a in &o.info.init_arrays {
+            w.src = Src::Root(RootKind::InitArray);
             w.data_words(a.addr.wrapping_add(o.bias), a.size, false);
         }
     }
-    for r in extra_roots {
+    for (i, r) in extra_roots.iter().enumerate() {
+        w.src = Src::Root(RootKind::Given(i));
         w.push(r.addr);
     }
     // JIT code (anonymous executable memory) is reached through register-indirect calls
@@ -240,6 +310,7 @@ pub fn path_track<M: Memory>(
         }
     }
     w.run();
+    let explain = Explainer { parents: std::mem::take(&mut w.parents), blocks: { let mut b = std::mem::take(&mut w.blocks); b.sort_unstable(); b } };
     if w.stats.jit_bytes > 0 {
         w.warnings.push(format!(
             "{} KiB of anonymous executable memory (JIT code) decoded in full: it has no symbols to follow",
@@ -266,14 +337,14 @@ pub fn path_track<M: Memory>(
         w.warnings.push(format!("{} unbound PLT symbols not found in any loaded object: {}", w.unresolved_symbols.len(), v.join(", ")));
     }
     w.stats.objects_entered = w.entered.iter().filter(|&&e| e).count() as u64;
-    (w.tally, w.stats, w.warnings)
+    PathResult { tally: w.tally, stats: w.stats, warnings: w.warnings, explain }
 }
 
 impl<M: Memory> Walker<'_, M> {
     /// Queues an address if it is code. Returns whether it was.
     fn push(&mut self, addr: u64) -> bool {
         if self.image.region_of(addr).is_some() {
-            self.queue.push(addr);
+            self.queue.push((addr, self.src));
             self.stats.roots += 1;
             true
         } else {
@@ -297,7 +368,9 @@ impl<M: Memory> Walker<'_, M> {
             for c in buf[..got].chunks_exact(8) {
                 let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
                 if v > 0x1000 && self.is_code(v) {
-                    self.queue.push(v);
+                    let word = addr + off + (c.as_ptr() as u64 - buf.as_ptr() as u64);
+                    let src = if count_as_data { Src::Data(word) } else { self.src };
+                    self.queue.push((v, src));
                     self.stats.roots += 1;
                     if count_as_data {
                         self.stats.roots_data += 1;
@@ -315,15 +388,44 @@ impl<M: Memory> Walker<'_, M> {
         for c in t.stack.chunks_exact(8) {
             let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
             let Some(r) = self.image.region_of(v) else { continue };
-            let symbol_start = self.image.regions[r]
-                .object
-                .is_some_and(|o| self.image.objects[o].info.is_symbol_start(v.wrapping_sub(self.image.objects[o].bias)));
+            let symbol_start = self.is_function_start(r, v);
             if symbol_start || self.after_call(r, v) {
-                self.queue.push(v);
+                self.queue.push((v, self.src));
                 self.stats.roots += 1;
                 self.stats.roots_stack += 1;
             }
         }
+    }
+
+    fn is_function_start(&self, r: usize, addr: u64) -> bool {
+        self.image.regions[r]
+            .object
+            .is_some_and(|o| self.image.objects[o].info.is_function_start(addr.wrapping_sub(self.image.objects[o].bias)))
+    }
+
+    /// Whether the code after a call at `ip` cannot be its return point: the return
+    /// address (after any padding) starts another function, so the callee does not
+    /// return (abort, __stack_chk_fail, ...) and the compiler put nothing after it.
+    fn call_does_not_return(&self, r: usize, next: u64) -> bool {
+        let region = &self.image.regions[r];
+        if !region.contains(next) {
+            return true;
+        }
+        let bytes = region.bytes();
+        let mut off = (next - region.start) as usize;
+        let mut d = Decoder::with_ip(64, &bytes[off..], next, DecoderOptions::NONE);
+        // Skip up to a few padding instructions (nop forms, int3).
+        for _ in 0..4 {
+            if self.is_function_start(r, region.start + off as u64) {
+                return true;
+            }
+            let i = d.decode();
+            if i.is_invalid() || !(i.mnemonic() == Mnemonic::Nop || i.mnemonic() == Mnemonic::Int3) {
+                return false;
+            }
+            off += i.len();
+        }
+        false
     }
 
     /// Whether a call instruction ends exactly at `addr` (a return address).
@@ -358,13 +460,24 @@ impl<M: Memory> Walker<'_, M> {
 
     fn run(&mut self) {
         let mut insn = Instruction::default();
-        while let Some(addr) = self.queue.pop() {
+        while let Some((addr, src)) = self.queue.pop() {
             let Some(r) = self.image.region_of(addr) else { continue };
+            if self.is_visited(r, addr) {
+                continue;
+            }
+            self.parents.entry(addr).or_insert(src);
             if let Some(o) = self.image.regions[r].object {
                 self.enter_object(o);
             }
+            self.cur_end = addr;
             self.block(r, addr, &mut insn);
+            self.blocks.push((addr, self.cur_end));
         }
+    }
+
+    fn is_visited(&self, r: usize, addr: u64) -> bool {
+        let off = (addr - self.image.regions[r].start) as usize;
+        self.visited[r][off / 64] & (1 << (off % 64)) != 0
     }
 
     fn visited(&mut self, r: usize, addr: u64) -> bool {
@@ -395,7 +508,9 @@ impl<M: Memory> Walker<'_, M> {
             if insn.is_invalid() {
                 return;
             }
+            self.cur_end = insn.next_ip();
             self.tally.record(insn);
+            self.src = Src::Code(ip);
             match insn.flow_control() {
                 FlowControl::Next => {
                     if insn.mnemonic() == Mnemonic::Hlt {
@@ -423,6 +538,9 @@ impl<M: Memory> Walker<'_, M> {
                 FlowControl::Call => {
                     if is_near(insn) {
                         self.push(insn.near_branch_target());
+                        if self.call_does_not_return(r, insn.next_ip()) {
+                            return;
+                        }
                     }
                 }
                 FlowControl::XbeginXabortXend => {
@@ -435,7 +553,7 @@ impl<M: Memory> Walker<'_, M> {
                     if !resolved {
                         self.stats.indirect_unresolved += 1;
                     }
-                    if insn.flow_control() == FlowControl::IndirectBranch {
+                    if insn.flow_control() == FlowControl::IndirectBranch || self.call_does_not_return(r, insn.next_ip()) {
                         return;
                     }
                 }
@@ -455,7 +573,7 @@ impl<M: Memory> Walker<'_, M> {
             Mnemonic::Lea if insn.is_ip_rel_memory_operand() => {
                 let a = insn.ip_rel_memory_address();
                 if self.is_code(a) {
-                    self.queue.push(a);
+                    self.queue.push((a, self.src));
                     self.stats.roots += 1;
                     self.stats.roots_code_refs += 1;
                 } else {
@@ -473,7 +591,7 @@ impl<M: Memory> Walker<'_, M> {
                     } else if matches!(insn.op1_kind(), OpKind::Immediate32 | OpKind::Immediate64 | OpKind::Immediate32to64) {
                         let v = insn.immediate(1);
                         if v > 0x10000 && self.is_code(v) {
-                            self.queue.push(v);
+                            self.queue.push((v, self.src));
                             self.stats.roots += 1;
                             self.stats.roots_code_refs += 1;
                         }
@@ -485,7 +603,7 @@ impl<M: Memory> Walker<'_, M> {
             Mnemonic::Push if matches!(insn.op0_kind(), OpKind::Immediate32to64) => {
                 let v = insn.immediate(0);
                 if v > 0x10000 && self.is_code(v) {
-                    self.queue.push(v);
+                    self.queue.push((v, self.src));
                     self.stats.roots += 1;
                     self.stats.roots_code_refs += 1;
                 }
@@ -603,7 +721,7 @@ impl<M: Memory> Walker<'_, M> {
             if !(rs..re).contains(&t) {
                 break;
             }
-            self.queue.push(t);
+            self.queue.push((t, self.src));
             n += 1;
         }
         if n > 0 {
@@ -622,7 +740,7 @@ impl<M: Memory> Walker<'_, M> {
             if !(rs..re).contains(&t) {
                 break;
             }
-            self.queue.push(t);
+            self.queue.push((t, self.src));
             n += 1;
         }
         if n > 0 {

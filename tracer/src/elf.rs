@@ -62,6 +62,9 @@ pub struct ElfInfo {
     /// DT_BIND_NOW / DF_BIND_NOW / DF_1_NOW.
     pub bind_now: bool,
     pub has_symtab: bool,
+    /// Function start addresses from symbols and the `.eh_frame_hdr` search table
+    /// (present even in stripped objects), sorted and deduplicated.
+    pub func_starts: Vec<u64>,
 }
 
 const SKIP_DATA: &[&str] = &[
@@ -153,6 +156,18 @@ impl ElfInfo {
             }
         }
         info.symbols.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
+        let mut starts: Vec<u64> = info.symbols.iter().filter(|s| s.size > 0).map(|s| s.addr).collect();
+        for s in &elf.section_headers {
+            if elf.shdr_strtab.get_at(s.sh_name) == Some(".eh_frame_hdr") && s.sh_type != sh::SHT_NOBITS {
+                let (o, n) = (s.sh_offset as usize, s.sh_size as usize);
+                if let Some(hdr) = bytes.get(o..o.saturating_add(n)) {
+                    starts.extend(eh_frame_hdr_starts(hdr, s.sh_addr));
+                }
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        info.func_starts = starts;
         for s in elf.dynsyms.iter() {
             if s.st_shndx == 0 || s.st_value == 0 {
                 continue;
@@ -210,9 +225,62 @@ impl ElfInfo {
             .map(|s| (s.name.clone(), addr - s.addr))
     }
 
-    /// Whether `addr` is the start of a known function symbol.
-    pub fn is_symbol_start(&self, addr: u64) -> bool {
-        let i = self.symbols.partition_point(|s| s.addr < addr);
-        self.symbols.get(i).is_some_and(|s| s.addr == addr)
+    /// Whether `addr` (object address) starts a function (symbol or FDE).
+    pub fn is_function_start(&self, addr: u64) -> bool {
+        self.func_starts.binary_search(&addr).is_ok()
+    }
+}
+
+/// Function start addresses from an `.eh_frame_hdr` binary-search table (the common
+/// encoding: `fde_count` udata4, table entries datarel sdata4). Other encodings: none.
+fn eh_frame_hdr_starts(hdr: &[u8], hdr_addr: u64) -> Vec<u64> {
+    const UDATA4: u8 = 0x03;
+    const DATAREL_SDATA4: u8 = 0x3b;
+    if hdr.len() < 12 || hdr[0] != 1 || hdr[2] != UDATA4 || hdr[3] != DATAREL_SDATA4 {
+        return Vec::new();
+    }
+    // eh_frame_ptr: 4 bytes for the usual pcrel|sdata4 encoding.
+    if hdr[1] & 0x0f != 0x0b {
+        return Vec::new();
+    }
+    let count = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
+    let table = &hdr[12..];
+    let count = count.min(table.len() / 8);
+    (0..count)
+        .map(|i| {
+            let e = &table[i * 8..i * 8 + 4];
+            hdr_addr.wrapping_add(i32::from_le_bytes([e[0], e[1], e[2], e[3]]) as i64 as u64)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_eh_frame_hdr_table() {
+        // version 1, eh_frame_ptr pcrel|sdata4, count udata4, table datarel|sdata4
+        let mut h = vec![1u8, 0x1b, 0x03, 0x3b];
+        h.extend(0i32.to_le_bytes());
+        h.extend(2u32.to_le_bytes());
+        for (loc, fde) in [(-0x100i32, 0x40i32), (-0x80, 0x60)] {
+            h.extend(loc.to_le_bytes());
+            h.extend(fde.to_le_bytes());
+        }
+        assert_eq!(eh_frame_hdr_starts(&h, 0x2000), vec![0x1f00, 0x1f80]);
+        h[3] = 0x1b; // unsupported table encoding
+        assert!(eh_frame_hdr_starts(&h, 0x2000).is_empty());
+    }
+
+    #[test]
+    fn rejects_non_elf_and_32_bit() {
+        assert!(matches!(ElfInfo::parse(b"not an elf file at all, really"), Err(ElfError::Parse(_))));
+        let mut e = vec![0u8; 64];
+        e[..4].copy_from_slice(b"\x7fELF");
+        e[4] = 1; // ELFCLASS32
+        e[5] = 1;
+        e[6] = 1;
+        assert!(ElfInfo::parse(&e).is_err());
     }
 }

@@ -59,6 +59,9 @@ pub struct Evidence {
     pub symbol: String,
     #[serde(default)]
     pub insn: String,
+    /// With `--explain`: how the instruction is reached, innermost block first, ending at a root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
 }
 
 impl FeatureEntry {

@@ -35,6 +35,8 @@ pub struct Options {
     pub threads: usize,
     pub path: PathOptions,
     pub extra_roots: Vec<Root>,
+    /// Features whose evidence gets a reachability chain (`--explain`).
+    pub explain: Vec<String>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
             path: PathOptions::default(),
             extra_roots: Vec::new(),
+            explain: Vec::new(),
         }
     }
 }
@@ -106,12 +109,12 @@ pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
     } else if image.objects.iter().any(|o| o.is_main && !o.info.has_symtab) {
         warnings.push("the executable is stripped: `main` and local functions have no symbols (roots come from the entry point, code references and data)".into());
     }
-    let (tally, path_stats) = match opts.mode {
-        Mode::Full => (analysis::full_scan(&image, opts.threads), None),
+    let (tally, path_stats, explainer) = match opts.mode {
+        Mode::Full => (analysis::full_scan(&image, opts.threads), None, None),
         Mode::Path => {
-            let (t, s, w) = analysis::path_track(&image, &snapshot.threads, &mem, &opts.extra_roots, &opts.path);
-            warnings.extend(w);
-            (t, Some(s))
+            let r = analysis::path_track(&image, &snapshot.threads, &mem, &opts.extra_roots, &opts.path);
+            warnings.extend(r.warnings);
+            (r.tally, Some(r.stats), Some(r.explain))
         }
     };
     let env = proc.environ();
@@ -119,7 +122,15 @@ pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
     let bind_now = bind_now_env
         || image.objects.iter().any(|o| o.is_main && o.info.bind_now)
         || path_stats.as_ref().is_some_and(|s| s.lazy_slots == 0);
-    let features = entries(&image, &tally);
+    let mut features = entries(&image, &tally);
+    if let Some(ex) = &explainer {
+        for f in features.iter_mut().filter(|f| opts.explain.iter().any(|n| n == &f.name || n == "all")) {
+            for e in f.evidence.iter_mut() {
+                let addr = u64::from_str_radix(e.addr.trim_start_matches("0x"), 16).unwrap_or(0);
+                e.path = ex.chain(addr, 48).into_iter().map(|(start, src)| describe_step(&image, &opts.extra_roots, start, src)).collect();
+            }
+        }
+    }
     let mut stats = json!({
         "pause_us": snapshot.pause_us,
         "analysis_ms": t0.elapsed().as_millis() as u64,
@@ -180,7 +191,42 @@ fn evidence(image: &Image, addr: u64) -> Evidence {
         object: image.object_name(addr),
         symbol: image.symbolize(addr).unwrap_or_default(),
         insn: insn_text,
+        path: Vec::new(),
     }
+}
+
+fn place(image: &Image, addr: u64) -> String {
+    let obj = image.object_name(addr);
+    let obj = obj.rsplit('/').next().unwrap_or("");
+    match image.symbolize(addr) {
+        Some(s) => format!("{s} ({obj})"),
+        None => format!("{addr:#x} ({obj})"),
+    }
+}
+
+fn describe_step(image: &Image, roots: &[Root], start: u64, src: analysis::Src) -> String {
+    use analysis::{RootKind, Src};
+    let why = match src {
+        Src::Code(from) => format!("from {}", place(image, from)),
+        Src::Data(word) => {
+            let obj = image
+                .objects
+                .iter()
+                .find(|o| o.info.loads.iter().any(|l| (l.vaddr.wrapping_add(o.bias)..l.vaddr.wrapping_add(o.bias) + l.memsz).contains(&word)))
+                .map(|o| o.path.rsplit('/').next().unwrap_or("").to_string())
+                .unwrap_or_default();
+            format!("pointer in data at {word:#x} ({obj})")
+        }
+        Src::Root(k) => match k {
+            RootKind::ThreadPc(t) => format!("root: program counter of thread {t}"),
+            RootKind::Stack(t) => format!("root: return address or code pointer on the stack of thread {t}"),
+            RootKind::Entry => "root: entry point / main".to_string(),
+            RootKind::InitArray => "root: init/fini array".to_string(),
+            RootKind::Given(i) => format!("root: {}", roots.get(i).map(|r| r.why.as_str()).unwrap_or("given")),
+            RootKind::Extra => "root".to_string(),
+        },
+    };
+    format!("{} <- {why}", place(image, start))
 }
 
 /// Renders the human summary.
@@ -230,6 +276,15 @@ pub fn write_human(fs: &FeatureSet, mut w: impl std::io::Write) -> std::io::Resu
     if !baseline.is_empty() {
         let names: Vec<&str> = baseline.iter().map(|e| e.name.as_str()).collect();
         writeln!(w, "x86-64 baseline (every x86-64 CPU): {}", names.join(" "))?;
+    }
+    for e in fs.features.iter().filter(|e| e.evidence.iter().any(|v| !v.path.is_empty())) {
+        writeln!(w, "Why {} is reachable:", e.name)?;
+        for v in e.evidence.iter().filter(|v| !v.path.is_empty()) {
+            writeln!(w, "  {} at {}", v.insn, if v.symbol.is_empty() { &v.addr } else { &v.symbol })?;
+            for step in &v.path {
+                writeln!(w, "    {step}")?;
+            }
+        }
     }
     for warn in &fs.warnings {
         writeln!(w, "warning: {warn}")?;

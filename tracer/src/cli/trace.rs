@@ -33,6 +33,10 @@ pub struct TraceCommand {
     /// Bytes of each thread's stack copied while the process is stopped.
     #[arg(long, default_value_t = crate::attach::DEFAULT_STACK_BYTES, hide = true)]
     pub stack_bytes: usize,
+    /// For these features (comma-separated, or `all`), show how each evidence
+    /// instruction is reached from a root.
+    #[arg(long, value_delimiter = ',', value_name = "FEATURE")]
+    pub explain: Vec<String>,
 }
 
 impl TraceCommand {
@@ -44,6 +48,7 @@ impl TraceCommand {
                 Mode::Full => trace::Mode::Full,
             },
             stack_bytes: self.stack_bytes,
+            explain: self.explain.clone(),
             ..Options::default()
         };
         let fs = trace::trace_pid(pid, &opts)?;
