@@ -16,15 +16,15 @@ pub const SCHEMA: &str = "catalog/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("cannot read catalog {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("catalog {path} is not valid catalog JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    #[error("cannot read catalog {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("catalog {path} is not valid catalog JSON: {error}")]
+    Json { path: PathBuf, error: serde_json::Error },
     #[error("catalog {path}: schema {found:?} is not {SCHEMA:?}")]
     Schema { path: PathBuf, found: String },
     #[error("catalog {path}: arch {found:?} is not x86_64")]
     Arch { path: PathBuf, found: String },
-    #[error("catalog {path}: instance {instance}: unknown feature {name:?} (use /proc/cpuinfo flag names, see `tracer catalog --features`)")]
+    #[error("catalog {path}: instance {instance}: unknown feature {name:?} (use /proc/cpuinfo flag names; docs/tracer-check.md lists them)")]
     UnknownFeature { path: PathBuf, instance: String, name: String },
     #[error("catalog {path}: instance {instance}: bad CPUID bit id {id:?} (want name.leaf.subleaf.reg.bit)")]
     BadBit { path: PathBuf, instance: String, id: String },
@@ -237,13 +237,13 @@ impl Catalog {
         if !path.exists() && !name_or_path.contains(['/', '.']) {
             return Err(CatalogError::UnknownName(name_or_path.into()));
         }
-        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| CatalogError::Read { path: path.into(), error })?;
         Catalog::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Catalog, CatalogError> {
         let json: CatalogJson =
-            serde_json::from_str(text).map_err(|source| CatalogError::Json { path: path.into(), source })?;
+            serde_json::from_str(text).map_err(|error| CatalogError::Json { path: path.into(), error })?;
         if json.schema != SCHEMA {
             return Err(CatalogError::Schema { path: path.into(), found: json.schema });
         }
@@ -265,6 +265,19 @@ impl Catalog {
     pub fn groups(&self) -> Vec<Group> {
         group_platforms(self.instances.iter())
     }
+}
+
+/// One platform per group of identical CPUs (first in catalog order), named after the group.
+pub fn representatives(ps: &[Platform]) -> Vec<Platform> {
+    let groups = group_platforms(ps);
+    groups
+        .iter()
+        .map(|g| {
+            let mut p = ps.iter().find(|p| p.name == g.instance_types[0]).expect("group member").clone();
+            p.name = format!("{} ({} types)", g.id, g.instance_types.len());
+            p
+        })
+        .collect()
 }
 
 /// Groups platforms with identical features/XCR0/XSAVE size, in order of first appearance.

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 /// Problems with a feature-set input (all exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a feature-set JSON (schema {SCHEMA:?}, from `tracer --json` or `tracer host --json`): {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path} is not a feature-set JSON (schema {SCHEMA:?}, from `tracer --json` or `tracer host --json`): {error}")]
+    Json { path: PathBuf, error: serde_json::Error },
     #[error("{path}: schema {found:?} is not {SCHEMA:?}")]
     Schema { path: PathBuf, found: String },
     #[error("{path}: kind {found:?} where {want:?} was expected (workloads come from `tracer --pid N --json`, hosts from `tracer host --json`)")]
@@ -108,8 +108,8 @@ impl Workload {
 
 /// Reads and parses a feature-set file.
 pub fn read_set(path: &Path) -> Result<FeatureSet, CheckError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CheckError::Read { path: path.into(), source })?;
-    serde_json::from_str(&text).map_err(|source| CheckError::Json { path: path.into(), source })
+    let text = std::fs::read_to_string(path).map_err(|error| CheckError::Read { path: path.into(), error })?;
+    serde_json::from_str(&text).map_err(|error| CheckError::Json { path: path.into(), error })
 }
 
 fn validate(set: &FeatureSet, path: &Path, want: &'static str) -> Result<(), CheckError> {

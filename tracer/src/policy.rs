@@ -241,7 +241,12 @@ pub fn write_table(rows: &[EvalRow], mut out: impl std::io::Write) -> std::io::R
             let cell = format!("{} ({:.1}%)", c.accepted, 100.0 * c.recall);
             write!(out, " {cell:>20}")?;
         }
-        let f = |x: Option<f64>| x.map(|v| format!("{v:.1}x")).unwrap_or_else(|| "inf".into());
+        let ours = r.policies[0].accepted;
+        let f = |x: Option<f64>| match x {
+            Some(v) => format!("{v:.1}x"),
+            None if ours > 0 => "inf".into(),
+            None => "-".into(),
+        };
         writeln!(out, " {:>10} {:>10}", f(r.ratio_vs_criu_cpu), f(r.ratio_vs_criu_default))?;
     }
     let unsafe_: Vec<String> = rows

@@ -106,7 +106,8 @@ impl CheckCommand {
     }
 
     fn write_human(&self, o: &Outcome, out: &mut impl Write) -> Result<()> {
-        writeln!(out, "workload {} requires: {}", o.workload, o.required.join(" "))?;
+        let req = if o.required.is_empty() { "nothing beyond the x86-64 baseline".to_string() } else { o.required.join(" ") };
+        writeln!(out, "workload {} requires: {req}", o.workload)?;
         if !o.hints.is_empty() {
             writeln!(out, "hints (never required): {}", o.hints.join(" "))?;
         }

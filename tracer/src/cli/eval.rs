@@ -20,13 +20,20 @@ pub struct EvalCommand {
     /// Source hosts (`tracer host --json`) instead of the catalog's instance types.
     #[arg(long, value_name = "S.json")]
     pub source: Vec<PathBuf>,
+    /// Count pairs of distinct CPU groups (one instance type per group) instead of
+    /// instance types, so large families of identical CPUs do not dominate.
+    #[arg(long)]
+    pub groups: bool,
     #[arg(long)]
     pub json: bool,
 }
 
 impl EvalCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let catalog = Catalog::load(&self.catalog)?;
+        let mut catalog = Catalog::load(&self.catalog)?;
+        if self.groups {
+            catalog.instances = crate::catalog::representatives(&catalog.instances);
+        }
         let sources = if self.source.is_empty() {
             catalog.instances.clone()
         } else {
