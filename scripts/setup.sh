@@ -9,7 +9,7 @@ PKGS=(
   # WASM fixtures and asyncify instrumentation (migrator)
   wasi-libc lld-14 libclang-rt-14-dev-wasm32 binaryen wabt
   # native ISA fixtures and tests (tracer)
-  gcc make binutils
+  gcc gcc-multilib make binutils
   # network namespaces for the demo and network tests
   iproute2 procps util-linux
   # real workloads used by tracer tests and benchmarks

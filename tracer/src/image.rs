@@ -186,6 +186,41 @@ impl Image {
         Image { objects, regions, exe, warnings }
     }
 
+    /// An image of ELF files on disk (not running): each file's executable sections at
+    /// their link-time addresses, files placed apart so addresses never overlap.
+    pub fn from_files(paths: &[std::path::PathBuf]) -> Result<Image, String> {
+        let mut objects = Vec::new();
+        let mut regions = Vec::new();
+        let mut base = 0u64;
+        for (i, p) in paths.iter().enumerate() {
+            let f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let map = crate::sys::mmap::map_readonly(&f).map_err(|e| format!("{}: {e}", p.display()))?;
+            let info = ElfInfo::parse(&map).map_err(|e| format!("{}: {e}", p.display()))?;
+            let map = Arc::new(map);
+            let lo = info.exec_sections.iter().map(|s| s.addr).min().unwrap_or(0);
+            let hi = info.exec_sections.iter().map(|s| s.addr + s.size).max().unwrap_or(0);
+            // Place each file after the previous one (ET_EXEC files keep their addresses
+            // when they fit).
+            let bias = if lo >= base { 0 } else { (base - lo + 0xfff) & !0xfff };
+            for s in &info.exec_sections {
+                let off = s.offset as usize;
+                let len = (s.size as usize).min(map.len().saturating_sub(off));
+                regions.push(Region {
+                    start: s.addr + bias,
+                    end: s.addr + bias + len as u64,
+                    object: Some(i),
+                    name: s.name.clone(),
+                    bytes: Bytes::File { map: map.clone(), off, len },
+                });
+            }
+            base = hi + bias + 0x1000;
+            objects.push(Object { path: p.display().to_string(), bias, info, is_main: i == 0, file: Some(map) });
+        }
+        regions.retain(|r| r.end > r.start);
+        regions.sort_by_key(|r| r.start);
+        Ok(Image { objects, regions, exe: None, warnings: Vec::new() })
+    }
+
     /// Index of the region containing `addr`.
     pub fn region_of(&self, addr: u64) -> Option<usize> {
         let i = self.regions.partition_point(|r| r.start <= addr);

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod scan;
 pub mod trace;
 pub mod catalog;
 pub mod check;
@@ -43,6 +44,8 @@ pub enum Command {
     Check(check::CheckCommand),
     /// Count source→destination pairs each policy (ours, CRIU's) accepts on a catalog.
     Eval(eval::EvalCommand),
+    /// Full scan of ELF files on disk (executables, libraries, wasmtime .cwasm).
+    Scan(scan::ScanCommand),
     /// Kubernetes nodeAffinity (NFD cpuid labels) for a workload.
     K8s(k8s::K8sCommand),
 }
@@ -57,6 +60,7 @@ impl Cli {
             Some(Command::Check(c)) => c.execute(),
             Some(Command::Eval(c)) => c.execute(),
             Some(Command::K8s(c)) => c.execute(),
+            Some(Command::Scan(c)) => c.execute(),
         }
     }
 }

@@ -20,7 +20,7 @@ pub enum Mode {
 #[derive(Args, Debug)]
 pub struct TraceCommand {
     /// Process to trace.
-    #[arg(long, required = true)]
+    #[arg(long, required = true, allow_hyphen_values = true)]
     pub pid: Option<i32>,
     #[arg(long, value_enum, default_value_t = Mode::Path)]
     pub mode: Mode,
