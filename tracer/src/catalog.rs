@@ -135,8 +135,9 @@ pub fn xcr0_from_features(f: &FeatureBits) -> Vec<XState> {
 /// architectural offsets CPUID.(EAX=0DH,ECX=i) reports (Intel SDM vol. 1, 13.4-13.5):
 /// legacy region + header 576 B; AVX 256 @576; BNDREGS 64 @960; BNDCSR 64 @1024; opmask
 /// 64 @1088; ZMM_Hi256 512 @1152; Hi16_ZMM 1024 @1664; PKRU 8 @2688; XTILECFG 64 @2752;
-/// XTILEDATA 8192 @2816. AMD CPUs without AVX-512 (Zen 3) put PKRU at 2432 (0x980),
-/// right after the space Intel reserves for MPX and a smaller AVX-512 gap.
+/// XTILEDATA 8192 @2816. AMD CPUs without AVX-512 (Zen 3) leave no gap for MPX/AVX-512:
+/// PKRU at 2432 (0x980), size 2440 (raw CPUID 0xD of a Ryzen 9 5900X, LKML "x86/elf: Add
+/// a new .note section containing Xfeatures information", 2024).
 pub fn xsave_size(vendor: Vendor, xcr0: &[XState]) -> u32 {
     let avx512 = xcr0.contains(&XState::Opmask);
     xcr0.iter()

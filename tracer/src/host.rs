@@ -216,3 +216,88 @@ pub fn nfd_flags(p: &Platform) -> Vec<(String, bool)> {
     out.dedup();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A recorded CPU: CPUID leaves and an XCR0 value.
+    struct Recorded {
+        leaves: HashMap<(u32, u32), Regs>,
+        xcr0: Option<u64>,
+    }
+
+    impl CpuidSource for Recorded {
+        fn cpuid(&self, leaf: u32, subleaf: u32) -> Regs {
+            self.leaves.get(&(leaf, subleaf)).copied().unwrap_or_default()
+        }
+        fn xcr0(&self) -> Option<u64> {
+            self.xcr0
+        }
+    }
+
+    /// A Skylake-SP-like CPU: AVX2, BMI2, AVX-512F/VL, with the given XCR0.
+    fn skylake(xcr0: u64) -> Recorded {
+        let vendor = *b"GenuineIntel";
+        let w = |i: usize| u32::from_le_bytes(vendor[i..i + 4].try_into().unwrap());
+        let mut leaves = HashMap::new();
+        leaves.insert((0, 0), [0xd, w(0), w(8), w(4)]);
+        // family 6 model 0x55 stepping 4; ECX: SSE3, SSSE3, FMA, SSE4.1/4.2, POPCNT, XSAVE, OSXSAVE, AVX
+        // (+ CX16, MOVBE, F16C); EDX: FPU, TSC, CX8, SEP, CMOV, CLFLUSH, MMX, FXSR, SSE, SSE2.
+        let ecx1 = 1 | 1 << 9 | 1 << 12 | 1 << 13 | 1 << 19 | 1 << 20 | 1 << 22 | 1 << 23 | 1 << 26 | 1 << 27 | 1 << 28 | 1 << 29;
+        let edx1 = 1 | 1 << 4 | 1 << 8 | 1 << 11 | 1 << 15 | 1 << 19 | 1 << 23 | 1 << 24 | 1 << 25 | 1 << 26;
+        leaves.insert((1, 0), [0x0005_0654, 0, ecx1, edx1]);
+        leaves.insert((7, 0), [0, 1 << 3 | 1 << 5 | 1 << 8 | 1 << 16 | 1 << 31, 0, 0]);
+        leaves.insert((0xd, 0), [0x2e7, 2696, 2696, 0]);
+        leaves.insert((0x8000_0000, 0), [0x8000_0001, 0, 0, 0]);
+        leaves.insert((0x8000_0001, 0), [0, 0, 1 | 1 << 5, 1 << 11 | 1 << 29]);
+        Recorded { leaves, xcr0: Some(xcr0) }
+    }
+
+    #[test]
+    fn avx512_with_zmm_state_off_is_not_available() {
+        let h = detect(&skylake(0x7));
+        assert!(h.features.has_name("avx2") && h.features.has_name("bmi2"));
+        assert!(!h.features.has_name("avx512f") && !h.features.has_name("avx512vl"));
+        assert!(h.state_disabled.iter().any(|(f, s)| f.name == "avx512f" && *s == XState::Opmask));
+        assert!(h.warnings.iter().any(|w| w.starts_with("avx512f: CPUID reports it but the OS has not enabled")));
+        assert_eq!((h.vendor_id.as_str(), h.family, h.model, h.stepping), ("GenuineIntel", 6, 0x55, 4));
+
+        let on = detect(&skylake(0xe7));
+        assert!(on.features.has_name("avx512f") && on.state_disabled.is_empty());
+    }
+
+    #[test]
+    fn avx_needs_ymm_state_and_osxsave() {
+        let mut cpu = skylake(0x3);
+        let h = detect(&cpu);
+        assert!(!h.features.has_name("avx") && !h.features.has_name("avx2") && !h.features.has_name("fma"));
+        assert!(h.features.has_name("sse4_2") && h.features.has_name("bmi2"));
+        cpu.xcr0 = None;
+        let h = detect(&cpu);
+        assert!(!h.features.has_name("avx"));
+        assert!(h.warnings.iter().any(|w| w.contains("OSXSAVE")));
+    }
+
+    #[test]
+    fn cross_check_reports_disagreements() {
+        let h = detect(&skylake(0xe7));
+        let cpuinfo = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 bmi1 bmi2 fma sse4_1 sse4_2 ssse3 pni popcnt xsave avx512f avx512vl abm lm syscall cmov cx8 tsc mmx fxsr sep sha_ni\n";
+        let w = cross_check(&h, cpuinfo);
+        assert!(w.iter().any(|w| w.starts_with("sha_ni: /proc/cpuinfo lists it")), "{w:?}");
+        assert!(!w.iter().any(|w| w.starts_with("osxsave")), "the kernel never prints osxsave: {w:?}");
+    }
+
+    #[test]
+    fn nfd_flags_follow_klauspost_gating() {
+        let p = detect(&skylake(0xe7)).platform("skl");
+        let flags = nfd_flags(&p);
+        let has = |l: &str| flags.iter().any(|(f, _)| f == l);
+        for l in ["AVX2", "AVX512F", "AVX512VL", "FMA3", "X86_64_V3", "X86_64_V2"] {
+            assert!(has(l), "{l}: {flags:?}");
+        }
+        assert!(!has("X86_64_V4"), "no AVX512BW/CD/DQ in this CPU");
+        assert!(flags.contains(&("BMI2".to_string(), true)), "BMI2 is blacklisted by default");
+    }
+}

@@ -60,6 +60,13 @@ impl CheckCommand {
         if self.policy != Policy::Workload && source.is_none() {
             bail!("--policy {} compares a source with the destination: give --source S.json (`tracer host --json` on the source)", self.policy.name());
         }
+        if let Some(s) = &source {
+            let m = check::missing(&w, s);
+            if !m.is_empty() {
+                let names: Vec<_> = m.iter().map(|m| m.feature).collect();
+                eprintln!("tracer: warning: the source {} lacks {} that the workload uses: was it traced elsewhere?", s.name, names.join(", "));
+            }
+        }
         let dests: Vec<Platform> = match (&self.dest, &self.catalog) {
             (Some(d), _) => vec![check::load_host(d)?],
             (None, Some(c)) => Catalog::load(c)?.instances,
