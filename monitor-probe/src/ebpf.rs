@@ -199,7 +199,7 @@ impl PageCacheProbe {
             .map(|(k, pages)| FileShare { ino: k[0], dev: k[1] as u32, pages })
             .filter(|f| f.pages > 0)
             .collect();
-        v.sort_by(|a, b| b.pages.cmp(&a.pages));
+        v.sort_by_key(|f| std::cmp::Reverse(f.pages));
         v.truncate(n);
         v
     }

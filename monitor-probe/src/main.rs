@@ -79,7 +79,7 @@ struct Cli {
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !v.is_finite() || v < 0.0 || v > 1e9 {
+    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
         return Err(format!("'{s}' is not a number of seconds >= 0"));
     }
     Ok(Duration::from_secs_f64(v))
