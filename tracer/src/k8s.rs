@@ -44,6 +44,20 @@ pub struct Expr {
     pub values: Vec<String>,
 }
 
+/// x86-64 psABI levels as NFD labels them (`X86_64_V1`..`V4`, klauspost/cpuid
+/// `level1Features`..`level4Features`): each level's own features.
+pub const X86_64_LEVELS: [&[&str]; 4] = [
+    &["cmov", "cx8", "fpu", "fxsr", "mmx", "sse", "sse2", "syscall"],
+    &["cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"],
+    &["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "osxsave"],
+    &["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"],
+];
+
+/// The lowest x86-64 level (1-4) whose cumulative feature list contains `name`.
+pub fn level_of(name: &str) -> Option<usize> {
+    X86_64_LEVELS.iter().position(|l| l.contains(&name)).map(|i| i + 1)
+}
+
 /// The affinity plus what could not be expressed with NFD's default labels.
 #[derive(Debug, Serialize)]
 pub struct K8sPlan {
@@ -54,6 +68,8 @@ pub struct K8sPlan {
     pub unlabelled: Vec<&'static str>,
     /// Whether blacklisted labels were put into the affinity (`--nfd-whitelisted`).
     pub include_blacklisted: bool,
+    /// `X86_64_V<n>` required in place of blacklisted features it covers, and those features.
+    pub level: Option<(usize, Vec<&'static str>)>,
 }
 
 /// Builds the affinity. With `include_blacklisted`, labels hidden by NFD's default
@@ -83,6 +99,23 @@ pub fn plan(w: &Workload, include_blacklisted: bool) -> K8sPlan {
             }
         }
     }
+    // NFD labels the x86-64 level by default: a blacklisted feature that belongs to a
+    // level is still required, through X86_64_V<n> (which may also demand a few
+    // level features the workload does not use).
+    let mut level = None;
+    if !include_blacklisted {
+        let covered: Vec<&'static str> =
+            blacklisted.iter().map(|(f, _)| *f).filter(|f| level_of(f).is_some()).collect();
+        if let Some(n) = covered.iter().filter_map(|f| level_of(f)).max() {
+            exprs.push(Expr {
+                key: format!("{NFD_PREFIX}X86_64_V{n}"),
+                operator: "In".into(),
+                values: vec!["true".into()],
+            });
+            blacklisted.retain(|(f, _)| level_of(f).is_none());
+            level = Some((n, covered));
+        }
+    }
     K8sPlan {
         affinity: Affinity {
             affinity: AffinityInner {
@@ -94,6 +127,7 @@ pub fn plan(w: &Workload, include_blacklisted: bool) -> K8sPlan {
         blacklisted,
         unlabelled,
         include_blacklisted,
+        level,
     }
 }
 
@@ -101,6 +135,12 @@ impl K8sPlan {
     /// YAML for a pod spec, preceded by `#` comments naming what NFD does not label.
     pub fn to_yaml(&self, workload: &str) -> Result<String, serde_yaml::Error> {
         let mut s = format!("# nodeAffinity for {workload}: requires the CPU features it uses (tracer k8s)\n");
+        if let Some((n, covered)) = &self.level {
+            s += &format!(
+                "# X86_64_V{n} stands for {} (NFD's default attributeBlacklist hides their own labels)\n",
+                covered.join(", ")
+            );
+        }
         if !self.blacklisted.is_empty() {
             let names: Vec<String> = self.blacklisted.iter().map(|(f, l)| format!("{f} ({l})")).collect();
             if self.include_blacklisted {

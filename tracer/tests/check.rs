@@ -368,11 +368,23 @@ mod kubernetes {
             assert!(keys.contains(&format!("feature.node.kubernetes.io/cpu-cpuid.{l}").as_str()), "{l} in {keys:?}");
         }
         assert!(keys.contains(&"kubernetes.io/arch"));
-        // Blacklisted by default: not required, but named with the config to enable them.
+        // BMI2, LZCNT, SSSE3... are blacklisted by default but covered by the x86-64 level label.
         assert!(!keys.iter().any(|k| k.ends_with(".BMI2")));
-        assert!(yaml.contains("bmi2 (BMI2)") && yaml.contains("attributeBlacklist:"), "{yaml}");
+        assert!(keys.contains(&"feature.node.kubernetes.io/cpu-cpuid.X86_64_V3"), "{keys:?}");
+        assert!(yaml.contains("# X86_64_V3 stands for abm, bmi1, bmi2"), "{yaml}");
         // Hints are never required.
         assert!(!keys.iter().any(|k| k.ends_with(".CETIBT")));
+
+        // Blacklisted and outside every level (CLMUL, RDRAND): not required, but named with
+        // the nfd-worker config that un-hides them; no label at all (pku): called out.
+        let out = tracer(&["k8s", "--workload", fixture("crypto-clmul.json").to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0));
+        let yaml = String::from_utf8_lossy(&out.stdout);
+        assert!(yaml.contains("NOT REQUIRED below") && yaml.contains("pclmulqdq (CLMUL)") && yaml.contains("rdrand (RDRAND)"), "{yaml}");
+        assert!(yaml.contains("attributeBlacklist: [AVX10, BMI1, BMI2, CMOV,") && !yaml.contains("CLMUL,"), "{yaml}");
+        assert!(yaml.contains("NOT EXPRESSIBLE: NFD has no cpuid label for: pku"), "{yaml}");
+        assert!(yaml.contains("cpu-cpuid.AESNI"), "{yaml}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("pclmulqdq"));
 
         let out = tracer(&["k8s", "--workload", fixture("python3-avx512.json").to_str().unwrap(), "--nfd-whitelisted"]);
         let yaml = String::from_utf8_lossy(&out.stdout);
