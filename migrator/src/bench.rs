@@ -205,7 +205,7 @@ pub fn checkpoint_restore(alloc_fill: &Path, mib: u64, mode: &str, dir: &Path, k
             .and_then(|j| j.join().ok())
     });
     let _ = stopper.join();
-    let _ = std::fs::remove_file(&path);
+    if std::env::var_os("BENCH_KEEP").is_none() { let _ = std::fs::remove_file(&path); }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(CheckpointFigures {
         touched_mib: mib,

@@ -55,13 +55,48 @@ pub struct ImageMeta {
     pub wasi: WasiState,
 }
 
+/// Bytes shared with the buffer an image was read from (no copy per chunk).
+#[derive(Clone)]
+pub struct Bytes {
+    buf: std::sync::Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+impl Bytes {
+    pub fn new(v: Vec<u8>) -> Self {
+        let range = 0..v.len();
+        Bytes { buf: std::sync::Arc::new(v), range }
+    }
+}
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+impl PartialEq for Bytes {
+    fn eq(&self, o: &Self) -> bool {
+        **self == **o
+    }
+}
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.len())
+    }
+}
+
 /// One compressed chunk of memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
     /// Offsets (in pages) within the chunk of the pages stored.
     pub present: Vec<u16>,
     /// zstd frame of the present pages, concatenated.
-    pub data: Vec<u8>,
+    pub data: Bytes,
+}
+
+/// `Some(first)` when `present` is a run of consecutive pages.
+fn contiguous(present: &[u16]) -> Option<usize> {
+    let first = *present.first()? as usize;
+    present.iter().enumerate().all(|(i, &p)| p as usize == first + i).then_some(first)
 }
 
 /// A checkpoint image in memory.
@@ -138,10 +173,17 @@ impl Image {
     pub fn read_from(mut r: impl Read) -> Result<Image, ImageError> {
         let mut buf = Vec::new();
         r.read_to_end(&mut buf)?;
-        Self::from_bytes(&buf)
+        Self::from_vec(buf)
     }
 
     pub fn from_bytes(buf: &[u8]) -> Result<Image, ImageError> {
+        Self::from_vec(buf.to_vec())
+    }
+
+    /// Parses an image, sharing `buf` with the memory chunks.
+    pub fn from_vec(buf: Vec<u8>) -> Result<Image, ImageError> {
+        let shared = std::sync::Arc::new(buf);
+        let buf: &[u8] = &shared;
         if buf.len() < 8 || &buf[..8] != MAGIC {
             return Err(ImageError::BadMagic);
         }
@@ -188,7 +230,9 @@ impl Image {
                 return Err(ImageError::Corrupt("page offset".into()));
             }
             let zlen = c.u32()? as usize;
-            chunks.push(Chunk { present, data: c.take(zlen)?.to_vec() });
+            let start = c.pos;
+            c.take(zlen)?;
+            chunks.push(Chunk { present, data: Bytes { buf: shared.clone(), range: start..start + zlen } });
         }
         let slen = c.u32()? as usize;
         let stack = c.take(slen)?.to_vec();
@@ -200,7 +244,9 @@ impl Image {
 
     /// Compresses linear memory `mem`, skipping zero pages and the pages in
     /// `skip` (the asyncify region), in parallel over the available cores.
-    pub fn compress_memory(mem: &[u8], skip: std::ops::Range<usize>, level: i32) -> (u32, Vec<Chunk>) {
+    pub fn compress_memory(mem: &[u8], skip: std::ops::Range<usize>, level: i32) -> Result<(u32, Vec<Chunk>), ImageError> {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let failed = &failed;
         let pages_total = mem.len() / PAGE;
         let n_chunks = pages_total.div_ceil(CHUNK_PAGES);
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
@@ -210,11 +256,17 @@ impl Image {
             for (t, slots) in out.chunks_mut(per).enumerate() {
                 let skip = skip.clone();
                 s.spawn(move || {
+                    // One output buffer per thread, on huge pages; chunks share it.
+                    let bound = zstd::zstd_safe::compress_bound(CHUNK_PAGES * PAGE);
+                    let mut buf = crate::sys::huge_with_capacity(bound * slots.len());
+                    let mut ranges = Vec::with_capacity(slots.len());
+                    let mut presents = Vec::with_capacity(slots.len());
+                    let mut at = 0;
                     let mut scratch = Vec::new();
-                    for (k, slot) in slots.iter_mut().enumerate() {
+                    let mut cx = zstd::bulk::Compressor::new(level).ok();
+                    for k in 0..slots.len() {
                         let ci = t * per + k;
                         let mut present = Vec::new();
-                        scratch.clear();
                         for off in 0..CHUNK_PAGES {
                             let p = ci * CHUNK_PAGES + off;
                             if p >= pages_total {
@@ -223,23 +275,57 @@ impl Image {
                             if skip.contains(&p) {
                                 continue;
                             }
-                            let page = &mem[p * PAGE..(p + 1) * PAGE];
-                            if !is_zero(page) {
+                            if !is_zero(&mem[p * PAGE..(p + 1) * PAGE]) {
                                 present.push(off as u16);
-                                scratch.extend_from_slice(page);
                             }
                         }
-                        let data = if present.is_empty() {
-                            Vec::new()
-                        } else {
-                            zstd::bulk::compress(&scratch, level).unwrap_or_default()
+                        let src: &[u8] = match contiguous(&present) {
+                            None => &[],
+                            Some(first) => {
+                                let p0 = ci * CHUNK_PAGES + first;
+                                &mem[p0 * PAGE..(p0 + present.len()) * PAGE]
+                            }
                         };
-                        *slot = Some(Chunk { present, data });
+                        let src = if src.is_empty() && !present.is_empty() {
+                            scratch.clear();
+                            for off in &present {
+                                let p = ci * CHUNK_PAGES + *off as usize;
+                                scratch.extend_from_slice(&mem[p * PAGE..(p + 1) * PAGE]);
+                            }
+                            &scratch[..]
+                        } else {
+                            src
+                        };
+                        let n = if src.is_empty() {
+                            0
+                        } else {
+                            // Appends at `at` without zero-filling the buffer first.
+                            let mut cur = std::io::Cursor::new(&mut buf);
+                            cur.set_position(at as u64);
+                            match cx.as_mut().map(|c| c.compress_to_buffer(src, &mut cur)) {
+                                Some(Ok(n)) => n,
+                                _ => {
+                                    cx = None;
+                                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                                    0
+                                }
+                            }
+                        };
+                        ranges.push(at..at + n);
+                        presents.push(present);
+                        at += n;
+                    }
+                    let shared = std::sync::Arc::new(buf);
+                    for ((slot, range), present) in slots.iter_mut().zip(ranges).zip(presents) {
+                        *slot = Some(Chunk { present, data: Bytes { buf: shared.clone(), range } });
                     }
                 });
             }
         });
-        (pages_total as u32, out.into_iter().map(|c| c.unwrap_or(Chunk { present: vec![], data: vec![] })).collect())
+        if failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ImageError::Corrupt("zstd compression of linear memory failed".into()));
+        }
+        Ok((pages_total as u32, out.into_iter().map(|c| c.unwrap_or(Chunk { present: vec![], data: Bytes::new(Vec::new()) })).collect()))
     }
 
     /// Writes the stored pages into `mem` (already `pages_total` pages long
@@ -261,11 +347,24 @@ impl Image {
                             continue;
                         }
                         let want = chunk.present.len() * PAGE;
+                        let mut dec = zstd::bulk::Decompressor::new().map_err(ImageError::Io)?;
+                        if let Some(first) = contiguous(&chunk.present) {
+                            // Straight into linear memory.
+                            let dst = region
+                                .get_mut(first * PAGE..first * PAGE + want)
+                                .ok_or_else(|| ImageError::Corrupt("page beyond memory".into()))?;
+                            let n = dec
+                                .decompress_to_buffer(&chunk.data[..], dst)
+                                .map_err(|e| ImageError::Corrupt(format!("memory chunk: {e}")))?;
+                            if n != want {
+                                return Err(ImageError::Corrupt("memory chunk size".into()));
+                            }
+                            continue;
+                        }
                         scratch.clear();
                         scratch.reserve(want);
-                        let mut dec = zstd::bulk::Decompressor::new().map_err(ImageError::Io)?;
                         scratch = dec
-                            .decompress(&chunk.data, want)
+                            .decompress(&chunk.data[..], want)
                             .map_err(|e| ImageError::Corrupt(format!("memory chunk: {e}")))?;
                         if scratch.len() != want {
                             return Err(ImageError::Corrupt("memory chunk size".into()));
@@ -323,7 +422,7 @@ mod tests {
         mem[5] = 1;
         mem[70 * PAGE + 3] = 9;
         mem[129 * PAGE..].fill(7);
-        let (pages_total, chunks) = Image::compress_memory(&mem, 100..110, 1);
+        let (pages_total, chunks) = Image::compress_memory(&mem, 100..110, 1).unwrap();
         Image {
             module_hash: [3; 32],
             meta: ImageMeta {

@@ -12,3 +12,63 @@ pub fn deserialize_cached(engine: &wasmtime::Engine, path: &Path) -> wasmtime::R
     // mismatch, in which case the caller recompiles.
     unsafe { wasmtime::Module::deserialize_file(engine, path) }
 }
+
+/// Asks the kernel to back `buf` with transparent huge pages (the host's
+/// THP mode is usually `madvise`): filling a fresh 64 MiB buffer then takes
+/// 32 faults instead of 16384. Purely advisory; errors are ignored.
+pub fn advise_hugepages(buf: &mut [u8]) {
+    const PAGE: usize = 4096;
+    if !thp_wanted() {
+        return;
+    }
+    let start = buf.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let end = (start + buf.len()) / PAGE * PAGE;
+    if end <= aligned {
+        return;
+    }
+    // SAFETY: the range lies inside `buf`, which we borrow mutably, so it
+    // is mapped and ours; MADV_HUGEPAGE only changes how the kernel backs
+    // the pages, never their contents or protection.
+    unsafe {
+        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+    }
+}
+
+/// A zero-filled buffer of `len` bytes backed by huge pages where possible.
+pub fn huge_zeroed(len: usize) -> Vec<u8> {
+    let mut v = huge_with_capacity(len);
+    v.resize(len, 0);
+    v
+}
+
+/// An empty buffer with room for `len` bytes, backed by huge pages where possible.
+pub fn huge_with_capacity(len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = Vec::with_capacity(len);
+    if !thp_wanted() {
+        return v;
+    }
+    let cap = v.capacity();
+    let ptr = v.as_mut_ptr() as usize;
+    {
+        const PAGE: usize = 4096;
+        let aligned = ptr.next_multiple_of(PAGE);
+        let end = (ptr + cap) / PAGE * PAGE;
+        if end > aligned {
+            // SAFETY: [aligned, end) lies inside the allocation `v` owns
+            // (capacity `cap`), which is mapped; MADV_HUGEPAGE is advisory
+            // and does not touch the (uninitialised) contents.
+            unsafe {
+                libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v
+}
+
+/// `MIGRATOR_THP=1` turns the huge-page advice on. Off by default: with the
+/// usual `defrag=madvise` setting a fault may stall in direct compaction on
+/// a busy host, which cost more than it saved in our measurements.
+fn thp_wanted() -> bool {
+    std::env::var_os("MIGRATOR_THP").is_some_and(|v| v == "1")
+}

@@ -283,6 +283,7 @@ impl Task {
         if want > cur {
             mem.grow(&mut task.store, want - cur).map_err(rt)?;
         }
+        crate::sys::advise_hugepages(mem.data_mut(&mut task.store));
         image.decompress_into(mem.data_mut(&mut task.store))?;
         for g in &image.meta.globals {
             let global = task
@@ -487,7 +488,7 @@ impl Task {
         let mem = self.store.data().memory.ok_or_else(|| TaskError::Runtime("no memory".into()))?;
         let data = mem.data(&self.store);
         let skip = region.0 as usize / PAGE..(region.0 as usize + region.1 as usize + 8).div_ceil(PAGE);
-        let (pages_total, chunks) = Image::compress_memory(data, skip, zstd_level());
+        let (pages_total, chunks) = Image::compress_memory(data, skip, zstd_level())?;
         let mut module_hash = [0u8; 32];
         hex::decode_to_slice(&self.module_hash, &mut module_hash).map_err(|e| TaskError::Checkpoint(e.to_string()))?;
         Ok(Image {
@@ -544,7 +545,9 @@ pub fn write_image_file(path: &std::path::Path, image: &Image) -> Result<u64, Im
         }
     };
     let f = w.into_inner().map_err(|e| ImageError::Io(e.into_error()))?;
-    if std::env::var_os("MIGRATOR_NO_FSYNC").is_none() {
+    // fsync is opt-in: a stopped task's image in the page cache survives any
+    // process crash; only a power loss before writeback could lose it.
+    if std::env::var_os("MIGRATOR_FSYNC").is_some_and(|v| v == "1") {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -553,6 +556,15 @@ pub fn write_image_file(path: &std::path::Path, image: &Image) -> Result<u64, Im
 
 /// Reads an image file.
 pub fn read_image_file(path: &std::path::Path) -> Result<Image, ImageError> {
-    let f = std::fs::File::open(path)?;
-    Image::read_from(std::io::BufReader::with_capacity(1 << 20, f))
+    // One read into a buffer of the right size (huge pages: fewer faults);
+    // chunks then share it.
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len() as usize;
+    let mut buf = crate::sys::huge_zeroed(len);
+    f.read_exact(&mut buf)?;
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest)?;
+    buf.extend_from_slice(&rest);
+    Image::from_vec(buf)
 }

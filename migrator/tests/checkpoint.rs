@@ -68,3 +68,26 @@ fn fileio_random_checkpoints_alternating_engines() {
     let out = std::fs::read(dir.path().join("out.txt")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected("fileio.out")));
 }
+
+#[test]
+fn wasi_state_moves_args_env_clock_and_file_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("probe.txt"), "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ").unwrap();
+    let pre = || vec![Preopen { guest: "/data".into(), host: dir.path().into() }];
+    let env = vec!["MIGRATOR_PROBE=hello".to_string()];
+    let a = ["wasi_probe.wasm", "40", "x", "y z"];
+    let want = run_plain_env("wasi_probe.wasm", &a, pre(), env.clone(), EngineKind::Cranelift);
+    assert!(String::from_utf8_lossy(&want).ends_with("monotonic ok\n"));
+    let c = chain_env("wasi_probe.wasm", &a, pre(), env, 10, 15, 0x99);
+    assert!(c.checkpoints >= 5, "only {} checkpoints", c.checkpoints);
+    assert_eq!(String::from_utf8_lossy(&c.stdout), String::from_utf8_lossy(&want));
+}
+
+#[test]
+fn wasi_probe_prints_expected_output() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("probe.txt"), "abcdefghij").unwrap();
+    let pre = vec![Preopen { guest: "/data".into(), host: dir.path().into() }];
+    let out = run_plain_env("wasi_probe.wasm", &["wasi_probe.wasm", "3", "a", "b"], pre, vec!["MIGRATOR_PROBE=hello".into()], EngineKind::Pulley);
+    assert_eq!(out, expected("wasi_probe.stdout"));
+}

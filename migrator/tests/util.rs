@@ -71,9 +71,13 @@ pub fn run_with_stop(task: &mut Task, delay: Option<Duration>) -> RunOutcome {
 
 /// Uninterrupted run under `kind`: stdout.
 pub fn run_plain(name: &str, a: &[&str], preopens: Vec<Preopen>, kind: EngineKind) -> Vec<u8> {
+    run_plain_env(name, a, preopens, vec![], kind)
+}
+
+pub fn run_plain_env(name: &str, a: &[&str], preopens: Vec<Preopen>, env: Vec<String>, kind: EngineKind) -> Vec<u8> {
     let lm = load(name, kind);
     let (stdio, out) = sink_stdio();
-    let mut t = Task::new(&lm, TaskOptions { name: "plain".into(), args: args(a), preopens, ..Default::default() }, stdio).unwrap();
+    let mut t = Task::new(&lm, TaskOptions { name: "plain".into(), args: args(a), preopens, env, ..Default::default() }, stdio).unwrap();
     assert_eq!(run_with_stop(&mut t, None), RunOutcome::Exited(0));
     take(&out)
 }
@@ -88,6 +92,10 @@ pub struct Chain {
 /// `max_delay_ms`), each image written out and read back, restored under
 /// the other engine every time (Cranelift, Pulley, Cranelift, ...).
 pub fn chain(name: &str, a: &[&str], preopens: Vec<Preopen>, n: usize, max_delay_ms: u64, seed: u64) -> Chain {
+    chain_env(name, a, preopens, vec![], n, max_delay_ms, seed)
+}
+
+pub fn chain_env(name: &str, a: &[&str], preopens: Vec<Preopen>, env: Vec<String>, n: usize, max_delay_ms: u64, seed: u64) -> Chain {
     let lms = [load(name, EngineKind::Cranelift), load(name, EngineKind::Pulley)];
     let mut rng = seed | 1;
     let mut next = move || {
@@ -98,7 +106,7 @@ pub fn chain(name: &str, a: &[&str], preopens: Vec<Preopen>, n: usize, max_delay
     };
     let (stdio, out) = sink_stdio();
     let mut outs = vec![out];
-    let mut task = Task::new(&lms[0], TaskOptions { name: name.into(), args: args(a), preopens, ..Default::default() }, stdio).unwrap();
+    let mut task = Task::new(&lms[0], TaskOptions { name: name.into(), args: args(a), preopens, env, ..Default::default() }, stdio).unwrap();
     let mut k = 0;
     let mut engines_used = vec![EngineKind::Cranelift];
     let mut checkpoints = 0;
