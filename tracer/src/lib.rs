@@ -20,3 +20,4 @@ pub mod host;
 pub mod k8s;
 pub mod policy;
 pub mod trace;
+pub mod record;

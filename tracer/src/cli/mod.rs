@@ -11,6 +11,7 @@ pub mod check;
 pub mod eval;
 pub mod host;
 pub mod k8s;
+pub mod record;
 
 /// Exit codes shared by every subcommand (DESIGN.md).
 pub const EXIT_OK: u8 = 0;
@@ -48,6 +49,8 @@ pub enum Command {
     Scan(scan::ScanCommand),
     /// Kubernetes nodeAffinity (NFD cpuid labels) for a workload.
     K8s(k8s::K8sCommand),
+    /// Ground truth: single-step (or sample) a process and report the features it executes.
+    Record(record::RecordCommand),
 }
 
 impl Cli {
@@ -61,6 +64,7 @@ impl Cli {
             Some(Command::Eval(c)) => c.execute(),
             Some(Command::K8s(c)) => c.execute(),
             Some(Command::Scan(c)) => c.execute(),
+            Some(Command::Record(c)) => c.execute(),
         }
     }
 }

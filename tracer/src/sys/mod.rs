@@ -2,3 +2,4 @@
 pub mod ptrace;
 pub mod cpuid;
 pub mod mmap;
+pub mod step;
