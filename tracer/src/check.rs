@@ -92,6 +92,17 @@ impl Workload {
         Ok(Workload { name, required, hints })
     }
 
+    /// The workload with these features no longer required (what-if analysis for code the
+    /// tracer could not prove is guarded by a CPUID check). Unknown names are an error.
+    pub fn ignoring(mut self, names: &[String]) -> Result<Workload, CheckError> {
+        for n in names {
+            let f = features::by_name(n)
+                .ok_or_else(|| CheckError::UnknownFeature { path: PathBuf::from("--ignore-feature"), name: n.clone() })?;
+            self.required.retain(|r| !std::ptr::eq(r.feature, f));
+        }
+        Ok(self)
+    }
+
     /// Required features that are not part of the x86-64 baseline.
     pub fn required_names(&self) -> Vec<&'static str> {
         self.required.iter().filter(|r| !r.feature.baseline).map(|r| r.feature.name).collect()

@@ -177,6 +177,9 @@ pub struct EvalRow {
     pub ratio_vs_criu_cpu: Option<f64>,
     /// ours.accepted / criu-default.accepted.
     pub ratio_vs_criu_default: Option<f64>,
+    /// Required features on the fewest destinations, rarest first (at most 3, only those
+    /// not on every destination): why sources or accepted pairs are few.
+    pub rarest: Vec<(&'static str, usize)>,
 }
 
 /// Counts, for all ordered pairs (s, d) with s in `sources` able to run `w`, d in
@@ -216,7 +219,16 @@ pub fn eval(w: &Workload, sources: &[Platform], dests: &[Platform]) -> EvalRow {
         let n = counts.iter().find(|c| c.policy == p).map(|c| c.accepted).unwrap_or(0);
         (n > 0).then(|| ours as f64 / n as f64)
     };
+    let mut rarest: Vec<(&'static str, usize)> = w
+        .required
+        .iter()
+        .map(|r| (r.feature.name, dests.iter().filter(|d| d.features.has(r.feature)).count()))
+        .filter(|(_, n)| *n < dests.len())
+        .collect();
+    rarest.sort_by_key(|(name, n)| (*n, *name));
+    rarest.truncate(3);
     EvalRow {
+        rarest,
         workload: w.name.clone(),
         required: w.required_names(),
         sources: srcs.len(),
@@ -248,6 +260,10 @@ pub fn write_table(rows: &[EvalRow], mut out: impl std::io::Write) -> std::io::R
             None => "-".into(),
         };
         writeln!(out, " {:>10} {:>10}", f(r.ratio_vs_criu_cpu), f(r.ratio_vs_criu_default))?;
+    }
+    for r in rows.iter().filter(|r| r.sources == 0) {
+        let why: Vec<String> = r.rarest.iter().map(|(f, n)| format!("{f} on {n}")).collect();
+        writeln!(out, "{}: no source can run it; rarest required features: {}", r.workload, why.join(", "))?;
     }
     let unsafe_: Vec<String> = rows
         .iter()

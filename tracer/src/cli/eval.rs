@@ -20,6 +20,10 @@ pub struct EvalCommand {
     /// Source hosts (`tracer host --json`) instead of the catalog's instance types.
     #[arg(long, value_name = "S.json")]
     pub source: Vec<PathBuf>,
+    /// Treat FEATURE as not required (what-if: code the tracer reports but that only runs
+    /// behind a CPUID check it could not prove). Marked in the workload name.
+    #[arg(long = "ignore-feature", value_name = "FEATURE", value_delimiter = ',')]
+    pub ignore: Vec<String>,
     /// Count pairs of distinct CPU groups (one instance type per group) instead of
     /// instance types, so large families of identical CPUs do not dominate.
     #[arg(long)]
@@ -41,7 +45,14 @@ impl EvalCommand {
         };
         let mut rows = Vec::new();
         for w in &self.workload {
-            let w = Workload::load(w)?;
+            let mut w = Workload::load(w)?;
+            if !self.ignore.is_empty() {
+                let before = w.required.len();
+                w = w.ignoring(&self.ignore)?;
+                if w.required.len() < before {
+                    w.name.push('*');
+                }
+            }
             rows.push(policy::eval(&w, &sources, &catalog.instances));
         }
         let mut out = std::io::stdout().lock();
