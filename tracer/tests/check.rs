@@ -326,6 +326,18 @@ mod policies {
     }
 
     #[test]
+    fn eval_ignore_feature_what_if() {
+        let out = tracer(&["eval", "--workload", fixture("fixture-sha.json").to_str().unwrap(), "--ignore-feature",
+            "sha_ni", "--json"]);
+        assert_eq!(out.status.code(), Some(0));
+        let rows: Vec<Row> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rows[0].workload, "sha*");
+        assert_eq!(rows[0].sources, 383);
+        let out = tracer(&["eval", "--workload", fixture("fixture-sha.json").to_str().unwrap(), "--ignore-feature", "warp"]);
+        assert_eq!(out.status.code(), Some(2));
+    }
+
+    #[test]
     fn eval_with_a_host_as_source() {
         let out = tracer(&["eval", "--workload", fixture("python3-avx2.json").to_str().unwrap(), "--source",
             fixture("host-skylake.json").to_str().unwrap(), "--json"]);
