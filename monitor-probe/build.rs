@@ -16,8 +16,18 @@ fn fail(msg: &str) -> ! {
 
 /// First of `candidates` that exists as a file, else search PATH for `name`.
 fn find_tool(var: &str, name: &str, package: &str) -> PathBuf {
+    let missing = || -> ! {
+        fail(&format!(
+            "`{name}` not found (needed to build the eBPF programs in ebpf/): \
+             install the Debian package `{package}` (scripts/setup.sh does), or set {var}=/path/to/{name}"
+        ))
+    };
     if let Ok(p) = env::var(var) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            missing();
+        }
+        return p;
     }
     let mut dirs: Vec<PathBuf> = env::var_os("PATH")
         .map(|p| env::split_paths(&p).collect())
@@ -27,12 +37,7 @@ fn find_tool(var: &str, name: &str, package: &str) -> PathBuf {
     dirs.into_iter()
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            fail(&format!(
-                "`{name}` not found (needed to build the eBPF programs in ebpf/): \
-                 install the Debian package `{package}` (scripts/setup.sh does), or set {var}=/path/to/{name}"
-            ))
-        })
+        .unwrap_or_else(|| missing())
 }
 
 fn run(cmd: &mut Command, what: &str) -> Vec<u8> {

@@ -3,6 +3,7 @@
 mod util;
 
 mod actions;
+mod attach;
 mod bad_input;
 mod memory;
 mod page_cache;

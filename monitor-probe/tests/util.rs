@@ -76,6 +76,10 @@ pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Running {
 }
 
 impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Next event matching `f` within `timeout` (all events seen are kept in `seen`).
     pub fn wait_for(&mut self, timeout: Duration, f: impl Fn(&Event) -> bool) -> Option<Event> {
         let end = Instant::now() + timeout;
