@@ -71,7 +71,9 @@ pub fn engine_with(kind: EngineKind, epochs: bool) -> Result<wasmtime::Engine, M
         .epoch_interruption(epochs)
         .max_wasm_stack(MAX_WASM_STACK)
         // Only checked against max_wasm_stack: we never run async.
-        .async_stack_size(MAX_WASM_STACK + (1 << 20));
+        .async_stack_size(MAX_WASM_STACK + (1 << 20))
+        // The poll walks the whole wasm stack to size the unwind buffer.
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(usize::MAX >> 1));
     if kind == EngineKind::Pulley {
         c.target("pulley64").map_err(err)?;
     }
@@ -88,6 +90,8 @@ pub struct LoadedModule {
     pub hash: String,
     pub path: PathBuf,
     pub stats: LoadStats,
+    /// Per function index: bytes one asyncify frame of it may need.
+    pub frame_bounds: std::sync::Arc<Vec<u32>>,
 }
 
 /// How long loading took, and which caches were hit.
@@ -117,6 +121,7 @@ pub fn load_module_bytes(
     let instrument_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let (module, compile_cache_hit) = compile_cached(engine, kind, &instr)?;
+    let frame_bounds = std::sync::Arc::new(instrument::frame_bounds(&instr)?);
     let compile_ms = t.elapsed().as_secs_f64() * 1e3;
     Ok(LoadedModule {
         module,
@@ -125,6 +130,7 @@ pub fn load_module_bytes(
         hash: module_hash(bytes),
         path: path.to_path_buf(),
         stats: LoadStats { instrument_cache_hit, instrument_ms, compile_cache_hit, compile_ms },
+        frame_bounds,
     })
 }
 

@@ -230,6 +230,64 @@ fn scan(bytes: &[u8]) -> Result<Scan, ModuleError> {
     Ok(s)
 }
 
+/// For every function index (imports included, as 0): an upper bound of
+/// the bytes asyncify saves for one frame of it (call index plus every
+/// param and local, instrumentation temporaries included). Used to size the
+/// unwind buffer before an unwind, because asyncify does not bounds-check it.
+pub fn frame_bounds(instrumented: &[u8]) -> Result<Vec<u32>, ModuleError> {
+    let inv = |e: wasmparser::BinaryReaderError| ModuleError::Invalid(e.to_string());
+    let size = |t: wasmparser::ValType| match t {
+        wasmparser::ValType::I32 | wasmparser::ValType::F32 => 4u32,
+        wasmparser::ValType::V128 => 16,
+        _ => 8,
+    };
+    let mut types: Vec<u32> = Vec::new(); // param bytes per type index
+    let mut func_types: Vec<u32> = Vec::new();
+    let mut out = Vec::new();
+    let mut code_i = 0usize;
+    let mut n_imports = 0usize;
+    for payload in Parser::new(0).parse_all(instrumented) {
+        match payload.map_err(inv)? {
+            Payload::TypeSection(r) => {
+                for g in r {
+                    for st in g.map_err(inv)?.into_types() {
+                        let b = match st.composite_type.inner {
+                            wasmparser::CompositeInnerType::Func(f) => f.params().iter().map(|t| size(*t)).sum(),
+                            _ => 0,
+                        };
+                        types.push(b);
+                    }
+                }
+            }
+            Payload::ImportSection(r) => {
+                for imp in r.into_imports() {
+                    if let wasmparser::TypeRef::Func(_) = imp.map_err(inv)?.ty {
+                        out.push(0);
+                        n_imports += 1;
+                    }
+                }
+            }
+            Payload::FunctionSection(r) => {
+                for t in r {
+                    func_types.push(t.map_err(inv)?);
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                let mut b = 4 + types.get(*func_types.get(code_i).unwrap_or(&0) as usize).copied().unwrap_or(0);
+                for l in body.get_locals_reader().map_err(inv)? {
+                    let (n, t) = l.map_err(inv)?;
+                    b = b.saturating_add(n.saturating_mul(size(t)));
+                }
+                out.push(b);
+                code_i += 1;
+            }
+            _ => {}
+        }
+    }
+    debug_assert_eq!(out.len(), n_imports + code_i);
+    Ok(out)
+}
+
 /// Checks that `bytes` is a WASI command module we can run.
 pub fn check_module(bytes: &[u8], path: &Path) -> Result<(), ModuleError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {

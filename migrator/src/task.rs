@@ -133,6 +133,7 @@ pub struct TaskState {
     region: Option<(u32, u32)>,
     ctl: Arc<Control>,
     unwind_started: Option<Instant>,
+    frame_bounds: Arc<Vec<u32>>,
 }
 
 impl HasWasi for TaskState {
@@ -202,10 +203,17 @@ fn poll(mut c: Caller<'_, TaskState>) -> wasmtime::Result<()> {
         return Ok(());
     }
     let mem = c.data().memory.ok_or_else(|| wasmtime::Error::msg("no memory"))?;
+    // Asyncify does not bounds-check its buffer: size it from the frames
+    // actually on the stack before unwinding, so an overflow cannot happen.
+    let need: u64 = {
+        let bt = wasmtime::WasmBacktrace::force_capture(&c);
+        let fb = &c.data().frame_bounds;
+        bt.frames().iter().map(|f| fb.get(f.func_index() as usize).copied().unwrap_or(u32::MAX) as u64).sum::<u64>() + 64
+    };
     let (start, len) = match c.data().region {
-        Some(r) => r,
-        None => {
-            let pages = region_pages();
+        Some(r) if r.1 as u64 >= need => r,
+        _ => {
+            let pages = region_pages().max((need + need / 4).div_ceil(PAGE as u64) + 1);
             match mem.grow(&mut c, pages) {
                 Ok(old) if (old + pages) * PAGE as u64 <= u32::MAX as u64 + 1 => {
                     let r = ((old * PAGE as u64) as u32, (pages * PAGE as u64 - 8) as u32);
@@ -216,7 +224,9 @@ fn poll(mut c: Caller<'_, TaskState>) -> wasmtime::Result<()> {
                     // Cannot make room for the stack: refuse this checkpoint, keep running.
                     log::warn!("checkpoint refused: linear memory cannot grow by {pages} pages for the stack buffer");
                     if let Some(p) = ctl.pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                        let _ = p.reply.send(Err("linear memory cannot grow for the asyncify buffer (memory maximum reached)".into()));
+                        let _ = p.reply.send(Err(format!(
+                            "linear memory cannot grow by {pages} pages for the unwind buffer (memory maximum reached); the task keeps running"
+                        )));
                     }
                     return Ok(());
                 }
@@ -327,6 +337,7 @@ impl Task {
             region: None,
             ctl,
             unwind_started: None,
+            frame_bounds: lm.frame_bounds.clone(),
         };
         let mut store = Store::new(&lm.engine, state);
         store.epoch_deadline_callback(|mut ctx| {

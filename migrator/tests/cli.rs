@@ -166,3 +166,27 @@ fn bad_input_is_one_line_exit_2() {
     let o = cmd(rt.path()).args(["restore", "--module"]).arg(fixture("matmul.wasm")).arg(&img).output().unwrap();
     one_line_error(&o, "wrong module");
 }
+
+#[test]
+fn deep_stack_gets_a_big_enough_unwind_buffer() {
+    // A 1-page default buffer: the poll must size it from the live stack
+    // (asyncify itself never bounds-checks), at any depth of the recursion.
+    let m = fixture("recursion.wasm");
+    let rt = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let a = ["20000", "400"];
+    let full = cmd(rt.path()).arg("run").arg(&m).arg("--").args(a).output().unwrap();
+    let out1 = std::fs::File::create(d.path().join("1.out")).unwrap();
+    let mut g = Guard(Some(cmd(rt.path()).env("MIGRATOR_ASYNCIFY_PAGES", "1").args(["run", "--name", "deep"]).arg(&m).arg("--").args(a).stdout(out1).spawn().unwrap()));
+    wait_state(rt.path(), "deep", "running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(30));
+    let img = d.path().join("deep.img");
+    let c = cmd(rt.path()).args(["checkpoint", "--task", "deep", "-o"]).arg(&img).output().unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert!(g.wait().success());
+    let r = cmd(rt.path()).env("MIGRATOR_ASYNCIFY_PAGES", "1").args(["restore", "--engine", "pulley"]).arg(&img).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut all = std::fs::read(d.path().join("1.out")).unwrap();
+    all.extend(r.stdout);
+    assert_eq!(String::from_utf8_lossy(&all), String::from_utf8_lossy(&full.stdout));
+}
