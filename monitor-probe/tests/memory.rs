@@ -43,7 +43,10 @@ fn memcg_reclaim_is_timed_in_the_kernel() {
     nix::unistd::sync();
     std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
 
-    let mut p = spawn(&["--stall-threshold-ms", "0.001", "--interval", "0.2", "--cooldown", "0", "--duration", "20"], &[]);
+    let mut p = spawn(
+        &["--stall-threshold-ms", "0.001", "--interval", "0.2", "--cooldown", "0", "--psi-stall-ms", "1", "--duration", "20"],
+        &[],
+    );
     p.expect(Duration::from_secs(10), "first sample", is(Sample, Metric::PageCache));
     let st = std::process::Command::new("sh")
         .arg("-c")
@@ -56,4 +59,8 @@ fn memcg_reclaim_is_timed_in_the_kernel() {
     assert!(t.value > 0.0 && t.unit == "ms");
     assert!(t.kernel_ns.is_some());
     p.expect(Duration::from_secs(5), "reclaim_stall sample", is(Sample, Metric::ReclaimStall));
+    // The stall also shows in PSI: the trigger (1 ms in 2 s) wakes monitor-probe.
+    let psi = p.expect(Duration::from_secs(4), "PSI wake-up", |e| e.source == Some(monitor_probe::event::Source::Psi));
+    assert_eq!(psi.metric, Metric::MemoryPressure);
+    assert!(psi.detail["psi_some_avg10"].is_number(), "{psi:?}");
 }

@@ -100,3 +100,16 @@ fn empty_tree_has_no_temperature() {
     assert!(p.seen.iter().any(|e| e.metric == monitor_probe::event::Metric::PageCache));
     assert_eq!(p.seen.iter().filter(|e| e.metric == Temperature).count(), 0);
 }
+
+#[test]
+fn human_lines() {
+    require_root();
+    let root = fixture("hot");
+    let (code, out, err) = run_once(&["--sysfs-root", root.to_str().unwrap(), "--interval", "0.2", "--duration", "0.7"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("[Migration Trigger] Threshold exceeded! temperature 85 °C >= 80 °C"), "{out}");
+    let monitor = lines.next().unwrap();
+    let re_ok = monitor.starts_with("[Monitor] Cache: ") && monitor.contains(" MB, Temp: 85.0°C, Memory: ") && monitor.ends_with('%');
+    assert!(re_ok, "{monitor}");
+}
