@@ -573,6 +573,27 @@ mod tests {
         assert!(text.contains("export mig:g0"), "{text}");
     }
 
+    #[test]
+    fn frame_bounds_cover_params_and_locals() {
+        let mut m = wasm_encoder::Module::new();
+        let mut t = wasm_encoder::TypeSection::new();
+        t.ty().function([ValType::I32, ValType::F64], []);
+        m.section(&t);
+        let mut i = wasm_encoder::ImportSection::new();
+        i.import("env", "f", EntityType::Function(0));
+        m.section(&i);
+        let mut fs = wasm_encoder::FunctionSection::new();
+        fs.function(0);
+        m.section(&fs);
+        let mut code = wasm_encoder::CodeSection::new();
+        let mut f = wasm_encoder::Function::new([(2, ValType::I64), (1, ValType::V128)]);
+        f.instruction(&Instruction::End);
+        code.function(&f);
+        m.section(&code);
+        // import: 0; function: 4 (call index) + 4 + 8 (params) + 2*8 + 16 (locals)
+        assert_eq!(frame_bounds(&m.finish()).unwrap(), vec![0, 48]);
+    }
+
     /// A tiny dump of calls and exports, enough for the assertions above.
     fn wasmprinter_like(bytes: &[u8]) -> String {
         let mut s = String::new();

@@ -20,6 +20,9 @@ pub struct BenchCommand {
     /// Touched memory sizes (MiB) for checkpoint/restore.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     pub sizes: Vec<u64>,
+    /// Engines to restore under in the checkpoint/restore benchmark.
+    #[arg(long, value_delimiter = ',', default_value = "cranelift")]
+    pub restore_engines: Vec<EngineKind>,
     /// Only these parts: overhead, checkpoint, stop (default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -48,7 +51,7 @@ impl BenchCommand {
         if want("checkpoint") {
             for mode in ["pattern", "random"] {
                 for &mib in &self.sizes {
-                    for kind in [EngineKind::Cranelift] {
+                    for &kind in &self.restore_engines {
                         let r = bench::checkpoint_restore(&f("alloc_fill.wasm"), mib, mode, &self.dir, kind)
                             .with_context(|| format!("checkpoint/restore at {mib} MiB"))?;
                         println!("{}", serde_json::to_string(&serde_json::json!({"bench": "checkpoint_restore", "restore_engine": kind, "result": r}))?);
