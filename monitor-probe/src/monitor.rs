@@ -471,8 +471,11 @@ impl<W: Write> Monitor<W> {
     }
 
     async fn finish(mut self) -> Result<Summary, MonitorError> {
-        if let Some(pc) = &self.pc {
-            self.summary.dropped += pc.probe.state(ebpf::ST_DROPPED).unwrap_or(0);
+        for p in [self.pc.as_ref().map(|p| &p.probe), self.thermal.as_ref(), self.reclaim.as_ref()].into_iter().flatten() {
+            self.summary.dropped += p.state(ebpf::ST_DROPPED).unwrap_or(0);
+        }
+        if self.summary.dropped > 0 {
+            eprintln!("[monitor-probe] warning: the kernel dropped {} ring-buffer records (buffer full)", self.summary.dropped);
         }
         // Let running --exec / --notify actions finish (bounded).
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
