@@ -44,7 +44,8 @@ impl HasWasi for Plain {
 }
 
 /// Runs the *original* module (no polls, no asyncify) on a plain engine
-/// (no epoch checks): the baseline. Returns the run time of `_start` and stdout.
+/// (no epoch checks): the baseline. Returns the CPU time of `_start` on this
+/// thread (robust against other load) and stdout.
 pub fn run_plain(engine: &wasmtime::Engine, module: &wasmtime::Module, args: &[String]) -> Result<(Duration, Vec<u8>), TaskError> {
     let rt = TaskError::from_wasmtime;
     let (stdio, out) = sink_stdio();
@@ -59,9 +60,9 @@ pub fn run_plain(engine: &wasmtime::Engine, module: &wasmtime::Module, args: &[S
     let inst = linker.instantiate(&mut store, module).map_err(rt)?;
     store.data_mut().memory = inst.get_memory(&mut store, "memory");
     let start = inst.get_typed_func::<(), ()>(&mut store, "_start").map_err(rt)?;
-    let t = Instant::now();
+    let t = crate::sys::thread_cpu_time();
     let r = start.call(&mut store, ());
-    let el = t.elapsed();
+    let el = crate::sys::thread_cpu_time().saturating_sub(t);
     if let Err(e) = r {
         if e.downcast_ref::<wasi::ExitStatus>().is_none_or(|s| s.0 != 0) {
             return Err(rt(e));
@@ -71,13 +72,13 @@ pub fn run_plain(engine: &wasmtime::Engine, module: &wasmtime::Module, args: &[S
     Ok((el, o))
 }
 
-/// Runs the instrumented module as a task to completion; returns run time and stdout.
+/// Runs the instrumented module as a task to completion; returns its CPU time and stdout.
 pub fn run_task(lm: &LoadedModule, args: &[String]) -> Result<(Duration, Vec<u8>), TaskError> {
     let (stdio, out) = sink_stdio();
     let mut task = Task::new(lm, TaskOptions { name: "bench".into(), args: args.to_vec(), ..Default::default() }, stdio)?;
-    let t = Instant::now();
+    let t = crate::sys::thread_cpu_time();
     let r = task.run()?;
-    let el = t.elapsed();
+    let el = crate::sys::thread_cpu_time().saturating_sub(t);
     if r != RunOutcome::Exited(0) {
         return Err(TaskError::Runtime(format!("unexpected outcome {r:?}")));
     }
@@ -94,7 +95,8 @@ pub struct Overhead {
     pub ratio: f64,
 }
 
-/// Best-of-`reps` run time of the original vs the instrumented module.
+/// Best-of-`reps` CPU time of the original vs the instrumented module,
+/// alternating the two so both see the same host conditions.
 pub fn overhead(path: &Path, args: &[String], reps: usize) -> Result<Overhead, TaskError> {
     let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
     // Baseline: the original module under the same engine settings

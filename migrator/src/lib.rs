@@ -34,7 +34,7 @@ pub mod error;
 pub mod image;
 pub mod instrument;
 pub mod runner;
-mod sys;
+pub mod sys;
 pub mod task;
 pub mod wasi;
 

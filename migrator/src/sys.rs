@@ -72,3 +72,15 @@ pub fn huge_with_capacity(len: usize) -> Vec<u8> {
 fn thp_wanted() -> bool {
     std::env::var_os("MIGRATOR_THP").is_some_and(|v| v == "1")
 }
+
+/// CPU time consumed by the calling thread (robust against other load on
+/// the host, unlike wall time).
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
