@@ -34,7 +34,7 @@ impl Tally {
         self.instructions += 1;
         self.bytes_decoded += insn.len() as u64;
         for f in features::classify(insn) {
-            let acc = self.features.entry(f.feature.id()).or_insert(Acc { class: f.class, count: 0, evidence: Vec::new() });
+            let acc = self.features.entry(f.id).or_insert(Acc { class: f.class, count: 0, evidence: Vec::new() });
             acc.count += 1;
             // The most demanding class wins: faults < silent < hint in `Class`'s order.
             acc.class = acc.class.min(f.class);
@@ -87,6 +87,8 @@ pub struct PathStats {
     /// Branch targets outside every known code region.
     pub targets_outside_code: u64,
     pub objects_entered: u64,
+    /// Exported functions of dlopen'ed objects (plugins, Python extension modules).
+    pub roots_dlopen: u64,
 }
 
 /// Linear sweep of every code region. Uses up to `threads` threads.
@@ -157,11 +159,20 @@ pub struct PathOptions {
     pub data_roots: bool,
     /// Scan stacks for return addresses and function pointers.
     pub stack_roots: bool,
+    /// Keep what is needed to explain reachability ([`PathResult::explain`]).
+    pub explain: bool,
+    /// Data words never used as roots: table entries (Python method tables, ufunc loop
+    /// arrays) of functions the workload cannot name (python.rs).
+    pub skip_data_words: HashSet<u64>,
+    /// dlopen'ed objects (indices into `Image::objects`) whose exports are not roots:
+    /// Python extension modules and the libraries they need, whose entry points
+    /// python.rs gives as roots instead.
+    pub skip_export_roots: HashSet<usize>,
 }
 
 impl Default for PathOptions {
     fn default() -> Self {
-        PathOptions { data_roots: true, stack_roots: true }
+        PathOptions { data_roots: true, stack_roots: true, explain: false, skip_data_words: HashSet::new(), skip_export_roots: HashSet::new() }
     }
 }
 
@@ -209,6 +220,8 @@ pub enum RootKind {
     Stack(i32),
     Entry,
     InitArray,
+    /// An exported function of an object loaded with dlopen.
+    Dlopen,
     /// Index into the caller's extra roots.
     Given(usize),
     Extra,
@@ -297,6 +310,21 @@ pub fn path_track<M: Memory>(
             w.data_words(a.addr.wrapping_add(o.bias), a.size, false);
         }
     }
+    // Objects loaded with dlopen (outside the executable's DT_NEEDED closure) are
+    // entered through dlsym, a register-indirect call: their exported functions are roots.
+    for i in dlopened(image) {
+        if opts.skip_export_roots.contains(&i) {
+            continue;
+        }
+        let o = &image.objects[i];
+        w.src = Src::Root(RootKind::Dlopen);
+        let mut exports: Vec<u64> = o.info.exports.values().map(|&(a, _)| a.wrapping_add(o.bias)).collect();
+        exports.sort_unstable();
+        for a in exports {
+            w.push(a);
+            w.stats.roots_dlopen += 1;
+        }
+    }
     for (i, r) in extra_roots.iter().enumerate() {
         w.src = Src::Root(RootKind::Given(i));
         w.push(r.addr);
@@ -364,11 +392,14 @@ impl<M: Memory> Walker<'_, M> {
         let mut buf = vec![0u8; CHUNK.min(size as usize)];
         while off < size {
             let n = ((size - off) as usize).min(CHUNK);
-            let got = self.mem.read(addr + off, &mut buf[..n]);
+            let got = self.mem.read(addr.wrapping_add(off), &mut buf[..n]);
             for c in buf[..got].chunks_exact(8) {
                 let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
                 if v > 0x1000 && self.is_code(v) {
-                    let word = addr + off + (c.as_ptr() as u64 - buf.as_ptr() as u64);
+                    let word = addr.wrapping_add(off).wrapping_add(c.as_ptr() as u64 - buf.as_ptr() as u64);
+                    if count_as_data && self.opts.skip_data_words.contains(&word) {
+                        continue;
+                    }
                     let src = if count_as_data { Src::Data(word) } else { self.src };
                     self.queue.push((v, src));
                     self.stats.roots += 1;
@@ -465,13 +496,17 @@ impl<M: Memory> Walker<'_, M> {
             if self.is_visited(r, addr) {
                 continue;
             }
-            self.parents.entry(addr).or_insert(src);
+            if self.opts.explain {
+                self.parents.entry(addr).or_insert(src);
+            }
             if let Some(o) = self.image.regions[r].object {
                 self.enter_object(o);
             }
             self.cur_end = addr;
             self.block(r, addr, &mut insn);
-            self.blocks.push((addr, self.cur_end));
+            if self.opts.explain {
+                self.blocks.push((addr, self.cur_end));
+            }
         }
     }
 
@@ -496,8 +531,8 @@ impl<M: Memory> Walker<'_, M> {
         let off = (addr - region.start) as usize;
         let mut dec = Decoder::with_ip(64, &bytes[off..], addr, DecoderOptions::NONE);
         // What registers were last loaded with, within this block.
-        let mut reg_load: HashMap<Register, u64> = HashMap::new();
-        let mut leas: Vec<u64> = Vec::new();
+        let mut reg_load: RegLoads = RegLoads::default();
+        let mut leas: Vec<u64> = Vec::with_capacity(4);
         let mut cmp_bound: Option<u64> = None;
         while dec.can_decode() {
             let ip = dec.ip();
@@ -565,7 +600,7 @@ impl<M: Memory> Walker<'_, M> {
     fn note_operands(
         &mut self,
         insn: &Instruction,
-        reg_load: &mut HashMap<Register, u64>,
+        reg_load: &mut RegLoads,
         leas: &mut Vec<u64>,
         cmp_bound: &mut Option<u64>,
     ) {
@@ -587,7 +622,7 @@ impl<M: Memory> Walker<'_, M> {
                 if insn.op_count() == 2 && insn.op0_kind() == OpKind::Register {
                     let dst = insn.op0_register().full_register();
                     if insn.op1_kind() == OpKind::Memory && insn.is_ip_rel_memory_operand() {
-                        reg_load.insert(dst, insn.ip_rel_memory_address());
+                        reg_load.set(dst, Some(insn.ip_rel_memory_address()));
                     } else if matches!(insn.op1_kind(), OpKind::Immediate32 | OpKind::Immediate64 | OpKind::Immediate32to64) {
                         let v = insn.immediate(1);
                         if v > 0x10000 && self.is_code(v) {
@@ -596,7 +631,7 @@ impl<M: Memory> Walker<'_, M> {
                             self.stats.roots_code_refs += 1;
                         }
                     } else {
-                        reg_load.remove(&dst);
+                        reg_load.set(dst, None);
                     }
                 }
             }
@@ -619,7 +654,7 @@ impl<M: Memory> Walker<'_, M> {
     fn indirect(
         &mut self,
         insn: &Instruction,
-        reg_load: &HashMap<Register, u64>,
+        reg_load: &RegLoads,
         leas: &[u64],
         cmp_bound: Option<u64>,
         r: usize,
@@ -638,7 +673,7 @@ impl<M: Memory> Walker<'_, M> {
             return false;
         }
         let reg = insn.op0_register().full_register();
-        if let Some(&slot) = reg_load.get(&reg) {
+        if let Some(slot) = reg_load.get(reg) {
             if self.through_slot(slot) {
                 return true;
             }
@@ -665,7 +700,7 @@ impl<M: Memory> Walker<'_, M> {
         if let Some(o) = self.image.object_of(slot).or_else(|| self.object_with_data(slot)) {
             let in_plt = o.info.plt_sections.iter().any(|s| {
                 let a = s.addr.wrapping_add(o.bias);
-                (a..a + s.size).contains(&target)
+                (a..a.wrapping_add(s.size)).contains(&target)
             });
             if in_plt {
                 if let Some(name) = o.info.got_slots.get(&slot.wrapping_sub(o.bias)).cloned() {
@@ -680,7 +715,7 @@ impl<M: Memory> Walker<'_, M> {
         self.image.objects.iter().find(|o| {
             o.info.loads.iter().any(|l| {
                 let a = l.vaddr.wrapping_add(o.bias);
-                (a..a + l.memsz).contains(&addr)
+                (a..a.wrapping_add(l.memsz)).contains(&addr)
             })
         })
     }
@@ -711,12 +746,12 @@ impl<M: Memory> Walker<'_, M> {
     }
 
     fn rel_table(&mut self, base: u64, bound: Option<u64>, r: usize) -> bool {
-        let limit = bound.map(|b| b + 1).unwrap_or(1024).min(4096);
+        let limit = bound.map(|b| b.saturating_add(1)).unwrap_or(1024).min(4096);
         let region = &self.image.regions[r];
         let (rs, re) = (region.start, region.end);
         let mut n = 0;
         for k in 0..limit {
-            let Some(e) = self.mem.read_i32(base + 4 * k) else { break };
+            let Some(e) = self.mem.read_i32(base.wrapping_add(4 * k)) else { break };
             let t = base.wrapping_add(e as i64 as u64);
             if !(rs..re).contains(&t) {
                 break;
@@ -731,12 +766,12 @@ impl<M: Memory> Walker<'_, M> {
     }
 
     fn abs_table(&mut self, base: u64, bound: Option<u64>, r: usize) -> bool {
-        let limit = bound.map(|b| b + 1).unwrap_or(1024).min(4096);
+        let limit = bound.map(|b| b.saturating_add(1)).unwrap_or(1024).min(4096);
         let region = &self.image.regions[r];
         let (rs, re) = (region.start, region.end);
         let mut n = 0;
         for k in 0..limit {
-            let Some(t) = self.mem.read_u64(base + 8 * k) else { break };
+            let Some(t) = self.mem.read_u64(base.wrapping_add(8 * k)) else { break };
             if !(rs..re).contains(&t) {
                 break;
             }
@@ -748,6 +783,60 @@ impl<M: Memory> Walker<'_, M> {
         }
         n > 0
     }
+}
+
+/// The memory slot each general-purpose register was last loaded from (`mov r64,[rip+X]`)
+/// within the current block.
+#[derive(Default)]
+struct RegLoads([Option<u64>; 16]);
+
+impl RegLoads {
+    fn index(r: Register) -> Option<usize> {
+        let n = (r as usize).wrapping_sub(Register::RAX as usize);
+        (n < 16).then_some(n)
+    }
+    fn set(&mut self, r: Register, v: Option<u64>) {
+        if let Some(i) = Self::index(r) {
+            self.0[i] = v;
+        }
+    }
+    fn get(&self, r: Register) -> Option<u64> {
+        Self::index(r).and_then(|i| self.0[i])
+    }
+}
+
+/// Objects not in the executable's DT_NEEDED closure (nor the dynamic loader): loaded
+/// at run time with dlopen.
+pub fn dlopened(image: &Image) -> Vec<usize> {
+    let name_of = |o: &crate::image::Object| -> Vec<String> {
+        let file = o.path.rsplit('/').next().unwrap_or("").to_string();
+        let mut v = vec![file];
+        if let Some(s) = &o.info.soname {
+            v.push(s.clone());
+        }
+        v
+    };
+    let Some(main) = image.objects.iter().position(|o| o.is_main) else { return Vec::new() };
+    let mut in_closure = vec![false; image.objects.len()];
+    in_closure[main] = true;
+    let mut work = vec![main];
+    while let Some(i) = work.pop() {
+        for need in &image.objects[i].info.needed {
+            for (j, o) in image.objects.iter().enumerate() {
+                if !in_closure[j] && name_of(o).iter().any(|n| n == need) {
+                    in_closure[j] = true;
+                    work.push(j);
+                }
+            }
+        }
+    }
+    (0..image.objects.len())
+        .filter(|&i| {
+            let o = &image.objects[i];
+            // The dynamic loader is the interpreter, not a DT_NEEDED entry.
+            !in_closure[i] && !o.path.contains("/ld-linux") && !o.path.contains("/ld-musl")
+        })
+        .collect()
 }
 
 fn is_near(insn: &Instruction) -> bool {

@@ -2,7 +2,7 @@
 //! registers and the live part of each stack, detach. Everything else runs afterwards.
 
 use crate::procfs::{Mapping, Proc, ProcError, ProcMem};
-use crate::sys::ptrace::{PtraceError, Regs, SeizedThread, SignalBlock};
+use crate::sys::ptrace::{wait_any, PtraceError, Regs, SeizedThread, SignalBlock};
 use nix::errno::Errno;
 use std::time::Instant;
 
@@ -39,8 +39,10 @@ pub struct ThreadState {
 pub struct Snapshot {
     pub pid: i32,
     pub threads: Vec<ThreadState>,
-    /// First seize → last detach, microseconds.
+    /// Longest time any one thread was stopped (its stop → its detach), microseconds.
     pub pause_us: u64,
+    /// Wall time of the whole capture (first seize → last detach), microseconds.
+    pub attach_us: u64,
 }
 
 /// Checks that `pid` is a live user-space process before touching it.
@@ -58,62 +60,82 @@ pub fn precheck(proc: &Proc) -> Result<(), AttachError> {
     Ok(())
 }
 
-/// Seizes all threads of the process, captures registers and stacks, detaches.
+/// Captures every thread's registers and stack. All threads are seized and interrupted
+/// at once; each is read and detached as soon as *it* stops, so a thread is stopped only
+/// for its own capture (tens of microseconds) and never waits for the others — the
+/// analysis needs no cross-thread consistency (PCs and stacks are only roots). Threads
+/// created meanwhile are picked up by re-listing until no new thread appears.
 pub fn capture(proc: &Proc, maps: &[Mapping], mem: &ProcMem, stack_bytes: usize) -> Result<Snapshot, AttachError> {
     let pid = proc.pid;
-    // SIGINT/SIGTERM during the stop are handled after detaching (the guard's drop order:
-    // threads are released before the signal mask is restored).
+    // SIGINT/SIGTERM while a thread is stopped are handled after it is detached
+    // (and the seized-thread guards detach on every early return).
     let _block = SignalBlock::new();
+    let _rt = crate::sys::sched::RealtimeGuard::new();
     let t0 = Instant::now();
-    let mut seized: Vec<SeizedThread> = Vec::new();
     let map_err = |e: PtraceError| match e.errno() {
         Errno::EPERM | Errno::EACCES => AttachError::PermissionDenied { pid },
         _ => AttachError::Ptrace(e),
     };
-    // Threads may be created while we seize: re-list until no new thread appears.
+    let mut seen: Vec<i32> = Vec::new();
+    let mut threads = Vec::new();
+    let mut max_stop = 0u64;
     loop {
         let tids = match proc.tids() {
             Ok(t) => t,
+            Err(ProcError::NoSuchProcess { .. }) if !threads.is_empty() => break,
             Err(ProcError::NoSuchProcess { .. }) => return Err(AttachError::Exited { pid }),
             Err(e) => return Err(e.into()),
         };
-        let mut new = 0;
+        let mut pending: Vec<SeizedThread> = Vec::new();
         for tid in tids {
-            if seized.iter().any(|t| t.tid() == tid) {
+            if seen.contains(&tid) {
                 continue;
             }
+            seen.push(tid);
             if let Some(t) = SeizedThread::seize(tid).map_err(map_err)? {
-                seized.push(t);
-                new += 1;
+                pending.push(t);
             }
         }
-        if new == 0 {
+        if pending.is_empty() {
             break;
         }
-    }
-    let mut threads = Vec::with_capacity(seized.len());
-    for t in &mut seized {
-        if !t.wait_stop().map_err(map_err)? {
-            continue;
+        while !pending.is_empty() {
+            let Some((tid, st)) = wait_any().map_err(map_err)? else {
+                // Nothing left to wait for: the remaining threads are gone.
+                for t in &mut pending {
+                    let _ = t.on_status(nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(t.tid()), 0));
+                }
+                pending.clear();
+                break;
+            };
+            let Some(i) = pending.iter().position(|t| t.tid() == tid) else { continue };
+            match pending[i].on_status(st) {
+                None => continue,
+                Some(false) => {
+                    pending.swap_remove(i);
+                    continue;
+                }
+                Some(true) => {}
+            }
+            let t = pending.swap_remove(i);
+            let stopped_at = Instant::now();
+            let regs = match t.regs() {
+                Ok(r) => r,
+                Err(e) if e.errno() == Errno::ESRCH => continue,
+                Err(e) => return Err(map_err(e)),
+            };
+            let top = maps.iter().find(|m| m.contains(regs.rsp)).map(|m| m.end).unwrap_or(regs.rsp.saturating_add(stack_bytes as u64));
+            let len = (top.saturating_sub(regs.rsp) as usize).min(stack_bytes);
+            let mut stack = vec![0u8; len];
+            let n = mem.read(regs.rsp, &mut stack);
+            stack.truncate(n);
+            t.detach();
+            max_stop = max_stop.max(stopped_at.elapsed().as_micros() as u64);
+            threads.push(ThreadState { tid, regs, stack_addr: regs.rsp, stack });
         }
-        let regs = match t.regs() {
-            Ok(r) => r,
-            Err(e) if e.errno() == Errno::ESRCH => continue,
-            Err(e) => return Err(map_err(e)),
-        };
-        let top = maps.iter().find(|m| m.contains(regs.rsp)).map(|m| m.end).unwrap_or(regs.rsp + stack_bytes as u64);
-        let len = (top.saturating_sub(regs.rsp) as usize).min(stack_bytes);
-        let mut stack = vec![0u8; len];
-        let n = mem.read(regs.rsp, &mut stack);
-        stack.truncate(n);
-        threads.push(ThreadState { tid: t.tid(), regs, stack_addr: regs.rsp, stack });
     }
-    for t in seized.drain(..) {
-        t.detach();
-    }
-    let pause_us = t0.elapsed().as_micros() as u64;
     if threads.is_empty() {
         return Err(AttachError::Exited { pid });
     }
-    Ok(Snapshot { pid, threads, pause_us })
+    Ok(Snapshot { pid, threads, pause_us: max_stop, attach_us: t0.elapsed().as_micros() as u64 })
 }

@@ -65,6 +65,9 @@ pub struct ElfInfo {
     /// Function start addresses from symbols and the `.eh_frame_hdr` search table
     /// (present even in stripped objects), sorted and deduplicated.
     pub func_starts: Vec<u64>,
+    /// DT_NEEDED entries.
+    pub needed: Vec<String>,
+    pub soname: Option<String>,
 }
 
 const SKIP_DATA: &[&str] = &[
@@ -85,6 +88,8 @@ impl ElfInfo {
         let mut info = ElfInfo {
             is_exec_type: elf.header.e_type == header::ET_EXEC,
             entry: elf.entry,
+            needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            soname: elf.soname.map(str::to_string),
             ..Default::default()
         };
         for p in elf.program_headers.iter().filter(|p| p.p_type == ph::PT_LOAD) {
@@ -207,7 +212,7 @@ impl ElfInfo {
         }
         let l = self.loads.iter().find(|l| {
             let page_off = l.offset & !0xfff;
-            offset >= page_off && offset < l.offset + l.filesz.max(1)
+            offset >= page_off && offset < l.offset.saturating_add(l.filesz.max(1))
         })?;
         Some(start.wrapping_sub(offset).wrapping_sub(l.vaddr.wrapping_sub(l.offset)))
     }
@@ -221,7 +226,7 @@ impl ElfInfo {
             .iter()
             .rev()
             .take(8)
-            .find(|s| s.size == 0 || addr < s.addr + s.size)
+            .find(|s| s.size == 0 || addr < s.addr.saturating_add(s.size))
             .map(|s| (s.name.clone(), addr - s.addr))
     }
 

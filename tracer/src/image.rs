@@ -54,7 +54,7 @@ impl Memory for CachedMem {
     fn read(&self, addr: u64, buf: &mut [u8]) -> usize {
         let mut done = 0;
         while done < buf.len() {
-            let a = addr + done as u64;
+            let a = addr.wrapping_add(done as u64);
             let base = a & !0xfff;
             let Some(p) = self.page(base) else { break };
             let off = (a - base) as usize;
@@ -152,7 +152,7 @@ impl Image {
                     Some(i) => {
                         let o = &objects[i];
                         for s in &o.info.exec_sections {
-                            let (start, end) = (s.addr.wrapping_add(o.bias), s.addr.wrapping_add(o.bias) + s.size);
+                            let (start, end) = (s.addr.wrapping_add(o.bias), s.addr.wrapping_add(o.bias).saturating_add(s.size));
                             // Clip to this mapping; sections spanning several mappings are
                             // emitted once per mapping piece.
                             let (cs, ce) = (start.max(m.start), end.min(m.end));
@@ -160,7 +160,7 @@ impl Image {
                                 continue;
                             }
                             let file = o.file.clone().expect("object has its file");
-                            let off = (s.offset + (cs - start)) as usize;
+                            let off = s.offset.saturating_add(cs - start) as usize;
                             let len = ((ce - cs) as usize).min(file.len().saturating_sub(off));
                             regions.push(Region {
                                 start: cs,
@@ -198,7 +198,7 @@ impl Image {
             let info = ElfInfo::parse(&map).map_err(|e| format!("{}: {e}", p.display()))?;
             let map = Arc::new(map);
             let lo = info.exec_sections.iter().map(|s| s.addr).min().unwrap_or(0);
-            let hi = info.exec_sections.iter().map(|s| s.addr + s.size).max().unwrap_or(0);
+            let hi = info.exec_sections.iter().map(|s| s.addr.saturating_add(s.size)).max().unwrap_or(0);
             // Place each file after the previous one (ET_EXEC files keep their addresses
             // when they fit).
             let bias = if lo >= base { 0 } else { (base - lo + 0xfff) & !0xfff };
@@ -206,14 +206,14 @@ impl Image {
                 let off = s.offset as usize;
                 let len = (s.size as usize).min(map.len().saturating_sub(off));
                 regions.push(Region {
-                    start: s.addr + bias,
-                    end: s.addr + bias + len as u64,
+                    start: s.addr.wrapping_add(bias),
+                    end: s.addr.wrapping_add(bias).wrapping_add(len as u64),
                     object: Some(i),
                     name: s.name.clone(),
                     bytes: Bytes::File { map: map.clone(), off, len },
                 });
             }
-            base = hi + bias + 0x1000;
+            base = hi.saturating_add(bias).saturating_add(0x1000);
             objects.push(Object { path: p.display().to_string(), bias, info, is_main: i == 0, file: Some(map) });
         }
         regions.retain(|r| r.end > r.start);

@@ -1,7 +1,7 @@
 //! tracer: finds which CPU features a live process's reachable code uses.
 //!
 //! ```no_run
-//! let report = tracer::trace::trace_pid(4242, tracer::trace::Options::default()).unwrap();
+//! let report = tracer::trace::trace_pid(4242, &tracer::trace::Options::default()).unwrap();
 //! report.write_json(std::io::stdout()).unwrap();
 //! ```
 pub mod cli;
@@ -21,3 +21,5 @@ pub mod k8s;
 pub mod policy;
 pub mod trace;
 pub mod record;
+pub mod audit;
+pub mod python;

@@ -37,6 +37,27 @@ pub struct Options {
     pub extra_roots: Vec<Root>,
     /// Features whose evidence gets a reachability chain (`--explain`).
     pub explain: Vec<String>,
+    /// Python-aware roots for CPython processes (python.rs).
+    pub python: PythonMode,
+}
+
+/// Whether path mode reads a CPython process's method tables for roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PythonMode {
+    /// When the target embeds CPython (libpython or a static interpreter).
+    #[default]
+    Auto,
+    Off,
+}
+
+impl PythonMode {
+    pub fn parse(s: &str) -> anyhow::Result<PythonMode> {
+        match s {
+            "auto" => Ok(PythonMode::Auto),
+            "off" => Ok(PythonMode::Off),
+            _ => anyhow::bail!("--python takes auto or off, not {s:?}"),
+        }
+    }
 }
 
 impl Default for Options {
@@ -48,6 +69,7 @@ impl Default for Options {
             path: PathOptions::default(),
             extra_roots: Vec::new(),
             explain: Vec::new(),
+            python: PythonMode::Auto,
         }
     }
 }
@@ -109,10 +131,22 @@ pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
     } else if image.objects.iter().any(|o| o.is_main && !o.info.has_symtab) {
         warnings.push("the executable is stripped: `main` and local functions have no symbols (roots come from the entry point, code references and data)".into());
     }
+    let mut roots = opts.extra_roots.clone();
+    let mut python_report = None;
     let (tally, path_stats, explainer) = match opts.mode {
         Mode::Full => (analysis::full_scan(&image, opts.threads), None, None),
         Mode::Path => {
-            let r = analysis::path_track(&image, &snapshot.threads, &mem, &opts.extra_roots, &opts.path);
+            let mut popts = opts.path.clone();
+            popts.explain |= !opts.explain.is_empty();
+            if opts.python == PythonMode::Auto {
+                if let Some(py) = crate::python::analyze(pid, &image, &mem, &|a, b| mem.read_bulk(a, b), &maps) {
+                    roots.extend(py.roots);
+                    popts.skip_data_words.extend(py.skip_words);
+                    popts.skip_export_roots.extend(py.skip_exports);
+                    python_report = Some(py.report);
+                }
+            }
+            let r = analysis::path_track(&image, &snapshot.threads, &mem, &roots, &popts);
             warnings.extend(r.warnings);
             (r.tally, Some(r.stats), Some(r.explain))
         }
@@ -127,12 +161,13 @@ pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
         for f in features.iter_mut().filter(|f| opts.explain.iter().any(|n| n == &f.name || n == "all")) {
             for e in f.evidence.iter_mut() {
                 let addr = u64::from_str_radix(e.addr.trim_start_matches("0x"), 16).unwrap_or(0);
-                e.path = ex.chain(addr, 48).into_iter().map(|(start, src)| describe_step(&image, &opts.extra_roots, start, src)).collect();
+                e.path = ex.chain(addr, 48).into_iter().map(|(start, src)| describe_step(&image, &roots, start, src)).collect();
             }
         }
     }
     let mut stats = json!({
         "pause_us": snapshot.pause_us,
+        "attach_us": snapshot.attach_us,
         "analysis_ms": t0.elapsed().as_millis() as u64,
         "bytes_decoded": tally.bytes_decoded,
         "instructions": tally.instructions,
@@ -140,6 +175,9 @@ pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
     });
     if let Some(s) = &path_stats {
         stats["path"] = serde_json::to_value(s).unwrap_or_default();
+    }
+    if let Some(py) = python_report {
+        stats["python"] = py;
     }
     Ok(FeatureSet {
         schema: SCHEMA.into(),
@@ -212,7 +250,7 @@ fn describe_step(image: &Image, roots: &[Root], start: u64, src: analysis::Src) 
             let obj = image
                 .objects
                 .iter()
-                .find(|o| o.info.loads.iter().any(|l| (l.vaddr.wrapping_add(o.bias)..l.vaddr.wrapping_add(o.bias) + l.memsz).contains(&word)))
+                .find(|o| o.info.loads.iter().any(|l| (l.vaddr.wrapping_add(o.bias)..l.vaddr.wrapping_add(o.bias).wrapping_add(l.memsz)).contains(&word)))
                 .map(|o| o.path.rsplit('/').next().unwrap_or("").to_string())
                 .unwrap_or_default();
             format!("pointer in data at {word:#x} ({obj})")
@@ -222,6 +260,7 @@ fn describe_step(image: &Image, roots: &[Root], start: u64, src: analysis::Src) 
             RootKind::Stack(t) => format!("root: return address or code pointer on the stack of thread {t}"),
             RootKind::Entry => "root: entry point / main".to_string(),
             RootKind::InitArray => "root: init/fini array".to_string(),
+            RootKind::Dlopen => "root: exported function of a dlopen'ed object".to_string(),
             RootKind::Given(i) => format!("root: {}", roots.get(i).map(|r| r.why.as_str()).unwrap_or("given")),
             RootKind::Extra => "root".to_string(),
         },

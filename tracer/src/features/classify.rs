@@ -1,11 +1,12 @@
 //! Maps one decoded instruction to the canonical features it needs, each with its class.
 
-use super::{by_iced, Class, Feature};
+use super::{table, Class, Feature, TABLE};
 use iced_x86::{Code, Instruction, Mnemonic};
 
 /// One feature an instruction uses, and how the instruction behaves without it.
 #[derive(Debug, Clone, Copy)]
 pub struct InsnFeature {
+    pub id: super::FeatureId,
     pub feature: &'static Feature,
     pub class: Class,
 }
@@ -14,8 +15,9 @@ pub struct InsnFeature {
 /// has (8086…386, X64 opcodes, CPUID itself) are not returned.
 pub fn classify(insn: &Instruction) -> impl Iterator<Item = InsnFeature> + '_ {
     insn.cpuid_features().iter().filter_map(move |&cf| {
-        let feature = by_iced(cf)?;
-        Some(InsnFeature { feature, class: class_of(insn, feature) })
+        let id = table::iced_index()[cf as usize]?;
+        let feature = &TABLE[id as usize];
+        Some(InsnFeature { id, feature, class: class_of(insn, feature) })
     })
 }
 

@@ -209,8 +209,12 @@ pub struct Feature {
 pub type FeatureId = u16;
 
 impl Feature {
+    /// Index in [`TABLE`] (address arithmetic: every `Feature` lives in `TABLE`).
     pub fn id(&self) -> FeatureId {
-        TABLE.iter().position(|f| std::ptr::eq(f, self)).expect("feature from TABLE") as FeatureId
+        let base = TABLE.as_ptr() as usize;
+        let idx = (self as *const Feature as usize - base) / std::mem::size_of::<Feature>();
+        debug_assert!(std::ptr::eq(&TABLE[idx], self));
+        idx as FeatureId
     }
 }
 

@@ -3,3 +3,4 @@ pub mod ptrace;
 pub mod cpuid;
 pub mod mmap;
 pub mod step;
+pub mod sched;

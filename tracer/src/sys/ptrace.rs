@@ -71,6 +71,27 @@ impl SeizedThread {
         self.tid.as_raw()
     }
 
+    /// Applies a wait status reported for this thread (by [`wait_any`]). Returns
+    /// Some(true) when stopped, Some(false) when gone, None when still running.
+    pub fn on_status(&mut self, st: WaitStatus) -> Option<bool> {
+        match st {
+            WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(..) => {
+                self.stopped = true;
+                Some(true)
+            }
+            WaitStatus::Stopped(_, sig) => {
+                self.stopped = true;
+                self.pending = Some(sig);
+                Some(true)
+            }
+            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                self.gone = true;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
     /// Waits (`__WALL`) until the thread is in a ptrace stop. Returns false if it exited.
     pub fn wait_stop(&mut self) -> Result<bool, PtraceError> {
         loop {
@@ -142,6 +163,22 @@ impl SeizedThread {
 impl Drop for SeizedThread {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// Waits for the next event of any traced thread (`waitpid(-1, __WALL)`).
+/// `Ok(None)` when there is nothing left to wait for.
+pub fn wait_any() -> Result<Option<(i32, WaitStatus)>, PtraceError> {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
+            Ok(st) => match st.pid() {
+                Some(p) => return Ok(Some((p.as_raw(), st))),
+                None => continue,
+            },
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return Ok(None),
+            Err(errno) => return Err(PtraceError::Syscall { call: "waitpid", tid: -1, errno }),
+        }
     }
 }
 
