@@ -12,7 +12,7 @@ use crate::instrument::{self, cache_dir, module_hash};
 
 /// The wasm stack a task may use (deep recursion fixtures need more than
 /// wasmtime's 512 KiB default). Task threads get a larger native stack.
-pub const MAX_WASM_STACK: usize = 64 << 20;
+pub const MAX_WASM_STACK: usize = 16 << 20;
 /// Native stack of a task thread: room for the wasm stack and host frames.
 pub const TASK_THREAD_STACK: usize = MAX_WASM_STACK + (16 << 20);
 

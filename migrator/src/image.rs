@@ -353,6 +353,7 @@ impl Image {
                             let dst = region
                                 .get_mut(first * PAGE..first * PAGE + want)
                                 .ok_or_else(|| ImageError::Corrupt("page beyond memory".into()))?;
+                            crate::sys::populate_write(dst);
                             let n = dec
                                 .decompress_to_buffer(&chunk.data[..], dst)
                                 .map_err(|e| ImageError::Corrupt(format!("memory chunk: {e}")))?;

@@ -84,3 +84,25 @@ pub fn thread_cpu_time() -> std::time::Duration {
     }
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// Pre-faults `buf` for writing in one system call (`MADV_POPULATE_WRITE`,
+/// Linux 5.14+): much cheaper than taking one page fault per 4 KiB while
+/// filling fresh memory. Advisory; errors (older kernels) are ignored.
+pub fn populate_write(buf: &mut [u8]) {
+    const PAGE: usize = 4096;
+    if std::env::var_os("MIGRATOR_POPULATE").is_some_and(|v| v == "0") {
+        return;
+    }
+    let start = buf.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let end = (start + buf.len()) / PAGE * PAGE;
+    if end <= aligned {
+        return;
+    }
+    // SAFETY: the range lies inside `buf`, which we borrow mutably, so it is
+    // mapped writable memory of ours; populating only faults pages in and
+    // never changes their contents.
+    unsafe {
+        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_POPULATE_WRITE);
+    }
+}
