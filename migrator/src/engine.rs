@@ -13,6 +13,9 @@ use crate::instrument::{self, cache_dir, module_hash};
 /// The wasm stack a task may use (deep recursion fixtures need more than
 /// wasmtime's 512 KiB default). Task threads get a larger native stack.
 pub const MAX_WASM_STACK: usize = 16 << 20;
+/// Most wasm frames that fit in [`MAX_WASM_STACK`]: a frame takes at least
+/// 16 bytes (return address and frame pointer) under Cranelift and Pulley.
+pub const MAX_WASM_FRAMES: usize = MAX_WASM_STACK / 16;
 /// Native stack of a task thread: room for the wasm stack and host frames.
 pub const TASK_THREAD_STACK: usize = MAX_WASM_STACK + (16 << 20);
 
@@ -72,8 +75,10 @@ pub fn engine_with(kind: EngineKind, epochs: bool) -> Result<wasmtime::Engine, M
         .max_wasm_stack(MAX_WASM_STACK)
         // Only checked against max_wasm_stack: we never run async.
         .async_stack_size(MAX_WASM_STACK + (1 << 20))
-        // The poll walks the whole wasm stack to size the unwind buffer.
-        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(usize::MAX >> 1));
+        // The poll walks the whole wasm stack to size the unwind buffer:
+        // every frame must be seen (wasmtime reserves this many entries up
+        // front, so it must stay a sane number).
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(MAX_WASM_FRAMES));
     if kind == EngineKind::Pulley {
         c.target("pulley64").map_err(err)?;
     }

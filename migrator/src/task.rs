@@ -208,7 +208,15 @@ fn poll(mut c: Caller<'_, TaskState>) -> wasmtime::Result<()> {
     let need: u64 = {
         let bt = wasmtime::WasmBacktrace::force_capture(&c);
         let fb = &c.data().frame_bounds;
-        bt.frames().iter().map(|f| fb.get(f.func_index() as usize).copied().unwrap_or(u32::MAX) as u64).sum::<u64>() + 64
+        let frames = bt.frames();
+        let need = if frames.is_empty() || frames.len() >= crate::engine::MAX_WASM_FRAMES {
+            // No usable trace: assume the deepest possible stack of the largest frame.
+            crate::engine::MAX_WASM_FRAMES as u64 * fb.iter().copied().max().unwrap_or(0) as u64
+        } else {
+            frames.iter().map(|f| fb.get(f.func_index() as usize).copied().unwrap_or(u32::MAX) as u64).sum::<u64>()
+        } + 64;
+        log::debug!("unwind: {} wasm frames, buffer bound {need} bytes", bt.frames().len());
+        need
     };
     let (start, len) = match c.data().region {
         Some(r) if r.1 as u64 >= need => r,
