@@ -89,6 +89,8 @@ pub struct PathStats {
     pub objects_entered: u64,
     /// Exported functions of dlopen'ed objects (plugins, Python extension modules).
     pub roots_dlopen: u64,
+    /// Conditional branches decided from frozen capability data (one side not followed).
+    pub guards_decided: u64,
 }
 
 /// Linear sweep of every code region. Uses up to `threads` threads.
@@ -168,11 +170,13 @@ pub struct PathOptions {
     /// Python extension modules and the libraries they need, whose entry points
     /// python.rs gives as roots instead.
     pub skip_export_roots: HashSet<usize>,
+    /// Decide conditional branches on frozen capability data (guards.rs).
+    pub guards: bool,
 }
 
 impl Default for PathOptions {
     fn default() -> Self {
-        PathOptions { data_roots: true, stack_roots: true, explain: false, skip_data_words: HashSet::new(), skip_export_roots: HashSet::new() }
+        PathOptions { data_roots: true, stack_roots: true, explain: false, skip_data_words: HashSet::new(), skip_export_roots: HashSet::new(), guards: true }
     }
 }
 
@@ -534,6 +538,8 @@ impl<M: Memory> Walker<'_, M> {
         let mut reg_load: RegLoads = RegLoads::default();
         let mut leas: Vec<u64> = Vec::with_capacity(4);
         let mut cmp_bound: Option<u64> = None;
+        let mut consts = crate::guards::Consts::default();
+        let guards = self.opts.guards;
         while dec.can_decode() {
             let ip = dec.ip();
             if self.visited(r, ip) {
@@ -551,10 +557,14 @@ impl<M: Memory> Walker<'_, M> {
                     if insn.mnemonic() == Mnemonic::Hlt {
                         return;
                     }
+                    if guards {
+                        consts.step(insn, self.mem, &image.frozen);
+                    }
                     self.note_operands(insn, &mut reg_load, &mut leas, &mut cmp_bound);
                 }
                 FlowControl::Return | FlowControl::Exception => return,
                 FlowControl::Interrupt => {
+                    consts.clear();
                     if insn.code() == Code::Int3 || insn.code() == Code::Int1 {
                         return;
                     }
@@ -566,11 +576,25 @@ impl<M: Memory> Walker<'_, M> {
                     return;
                 }
                 FlowControl::ConditionalBranch => {
-                    if is_near(insn) {
-                        self.push(insn.near_branch_target());
+                    let decided = if guards { consts.decide(insn.condition_code()) } else { None };
+                    match decided {
+                        Some(true) => {
+                            self.stats.guards_decided += 1;
+                            if is_near(insn) {
+                                self.push(insn.near_branch_target());
+                            }
+                            return;
+                        }
+                        Some(false) => self.stats.guards_decided += 1,
+                        None => {
+                            if is_near(insn) {
+                                self.push(insn.near_branch_target());
+                            }
+                        }
                     }
                 }
                 FlowControl::Call => {
+                    consts.clear();
                     if is_near(insn) {
                         self.push(insn.near_branch_target());
                         if self.call_does_not_return(r, insn.next_ip()) {
@@ -579,11 +603,13 @@ impl<M: Memory> Walker<'_, M> {
                     }
                 }
                 FlowControl::XbeginXabortXend => {
+                    consts.clear();
                     if is_near(insn) {
                         self.push(insn.near_branch_target());
                     }
                 }
                 FlowControl::IndirectCall | FlowControl::IndirectBranch => {
+                    consts.clear();
                     let resolved = self.indirect(insn, &reg_load, &leas, cmp_bound, r);
                     if !resolved {
                         self.stats.indirect_unresolved += 1;

@@ -68,7 +68,14 @@ pub struct ElfInfo {
     /// DT_NEEDED entries.
     pub needed: Vec<String>,
     pub soname: Option<String>,
+    /// Known CPU-capability variables defined here (address, size): set once at startup
+    /// from CPUID, then only read (see guards.rs).
+    pub cap_symbols: Vec<(u64, u64)>,
 }
+
+/// Variables that hold CPU capability bits computed once at startup.
+pub const CAPABILITY_SYMBOLS: &[&str] =
+    &["OPENSSL_ia32cap_P", "__cpu_model", "__cpu_features2", "_dl_x86_cpu_features", "npy__cpu_have"];
 
 const SKIP_DATA: &[&str] = &[
     ".got", ".got.plt", ".dynamic", ".eh_frame", ".eh_frame_hdr", ".gcc_except_table", ".dynsym", ".dynstr",
@@ -145,6 +152,13 @@ impl ElfInfo {
         for (tab, strtab) in [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)] {
             for s in tab.iter() {
                 let ty = s.st_type();
+                if ty == sym::STT_OBJECT && s.st_value != 0 && s.st_size != 0 {
+                    if let Some(name) = strtab.get_at(s.st_name) {
+                        if CAPABILITY_SYMBOLS.contains(&name) && !info.cap_symbols.contains(&(s.st_value, s.st_size)) {
+                            info.cap_symbols.push((s.st_value, s.st_size));
+                        }
+                    }
+                }
                 if s.st_value == 0 || s.st_shndx == 0 || !(ty == sym::STT_FUNC || ty == sym::STT_GNU_IFUNC || ty == sym::STT_NOTYPE) {
                     continue;
                 }

@@ -111,6 +111,8 @@ impl Region {
 }
 
 pub struct Image {
+    /// Memory whose contents cannot change any more (see guards.rs).
+    pub frozen: crate::guards::Frozen,
     pub objects: Vec<Object>,
     /// Sorted by start, non-overlapping.
     pub regions: Vec<Region>,
@@ -183,7 +185,14 @@ impl Image {
         }
         regions.retain(|r| r.end > r.start);
         regions.sort_by_key(|r| r.start);
-        Image { objects, regions, exe, warnings }
+        // Read-only now (RELRO'd data, .rodata, code) or a known capability variable.
+        let mut frozen: Vec<(u64, u64)> = maps.iter().filter(|m| m.read && !m.write).map(|m| (m.start, m.end)).collect();
+        for o in &objects {
+            for &(a, sz) in &o.info.cap_symbols {
+                frozen.push((a.wrapping_add(o.bias), a.wrapping_add(o.bias).saturating_add(sz)));
+            }
+        }
+        Image { frozen: crate::guards::Frozen::new(frozen), objects, regions, exe, warnings }
     }
 
     /// An image of ELF files on disk (not running): each file's executable sections at
@@ -218,7 +227,7 @@ impl Image {
         }
         regions.retain(|r| r.end > r.start);
         regions.sort_by_key(|r| r.start);
-        Ok(Image { objects, regions, exe: None, warnings: Vec::new() })
+        Ok(Image { frozen: Default::default(), objects, regions, exe: None, warnings: Vec::new() })
     }
 
     /// Index of the region containing `addr`.

@@ -13,6 +13,7 @@ pub mod elf;
 pub mod procfs;
 pub mod sys;
 pub mod analysis;
+pub mod guards;
 pub mod image;
 pub mod catalog;
 pub mod check;
