@@ -236,3 +236,95 @@ fn operand_bits(insn: &Instruction, first: u32) -> u32 {
         first.clamp(8, 64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    /// Memory with one 8-byte word at 0x5000 = 0x0000_0800_0000_0020.
+    struct Mem;
+    impl Memory for Mem {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> usize {
+            let word = 0x0000_0800_0000_0020u64.to_le_bytes();
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = addr + i as u64;
+                if !(0x5000..0x5008).contains(&a) {
+                    return i;
+                }
+                *b = word[(a - 0x5000) as usize];
+            }
+            buf.len()
+        }
+    }
+
+    /// Runs `code` (at 0x1000) through the evaluator; returns the disassembly and the
+    /// decision for the final conditional branch.
+    fn run(code: &[u8], frozen: &Frozen) -> (Vec<String>, Option<bool>) {
+        let mut d = Decoder::with_ip(64, code, 0x1000, DecoderOptions::NONE);
+        let mut c = Consts::default();
+        let mut text = Vec::new();
+        let mut last = None;
+        for insn in &mut d {
+            let mut s = String::new();
+            IntelFormatter::new().format(&insn, &mut s);
+            text.push(s);
+            if insn.flow_control() == iced_x86::FlowControl::ConditionalBranch {
+                last = c.decide(insn.condition_code());
+            } else {
+                c.step(&insn, &Mem, frozen);
+            }
+        }
+        (text, last)
+    }
+
+    fn frozen() -> Frozen {
+        Frozen::new(vec![(0x5000, 0x5008)])
+    }
+
+    #[test]
+    fn test_frozen_byte_then_branch() {
+        // test byte [rip+0x3ff9],20h (= [0x5000]) ; jne
+        let code = [0xf6, 0x05, 0xf9, 0x3f, 0x00, 0x00, 0x20, 0x75, 0x10];
+        let (text, d) = run(&code, &frozen());
+        assert_eq!(text, ["test byte ptr [5000h],20h", "jne short 0000000000001019h"]);
+        assert_eq!(d, Some(true));
+        // Same code, memory not frozen: undecided.
+        assert_eq!(run(&code, &Frozen::default()).1, None);
+    }
+
+    #[test]
+    fn load_then_bt_then_jc() {
+        // lea r11,[rip+0x3ff9] (=0x5000) ; mov r10,[r11] ; bt r10,43 ; jb
+        let code = [0x4c, 0x8d, 0x1d, 0xf9, 0x3f, 0x00, 0x00, 0x4d, 0x8b, 0x13, 0x49, 0x0f, 0xba, 0xe2, 0x2b, 0x72, 0x10];
+        let (text, d) = run(&code, &frozen());
+        assert_eq!(text[2], "bt r10,2Bh");
+        assert_eq!(d, Some(true), "{text:?}");
+        // jz after bt: ZF undefined, so undecided.
+        let mut code2 = code;
+        code2[15] = 0x74;
+        assert_eq!(run(&code2, &frozen()).1, None);
+    }
+
+    #[test]
+    fn any_other_instruction_forgets() {
+        // lea r11,[rip+0x3ff9] ; add r11,8 ; mov r10,[r11] ; test r10d,r10d ; je
+        let code = [
+            0x4c, 0x8d, 0x1d, 0xf9, 0x3f, 0x00, 0x00, 0x49, 0x83, 0xc3, 0x08, 0x4d, 0x8b, 0x13, 0x45, 0x85, 0xd2, 0x74, 0x10,
+        ];
+        let (text, d) = run(&code, &frozen());
+        assert_eq!(text[1], "add r11,8");
+        assert_eq!(d, None);
+    }
+
+    #[test]
+    fn cmp_signed_and_unsigned() {
+        // mov eax,5 ; cmp eax,7 ; jl / jb / jg
+        let base = [0xb8, 0x05, 0x00, 0x00, 0x00, 0x83, 0xf8, 0x07];
+        for (cc, want) in [(0x7c, true), (0x72, true), (0x7f, false), (0x74, false)] {
+            let mut code = base.to_vec();
+            code.extend([cc, 0x10]);
+            assert_eq!(run(&code, &Frozen::default()).1, Some(want), "jcc {cc:#x}");
+        }
+    }
+}
