@@ -771,33 +771,25 @@ impl<M: Memory> Walker<'_, M> {
         false
     }
 
+    /// PC-relative jump table: 32-bit entries, each an offset from the table's base.
     fn rel_table(&mut self, base: u64, bound: Option<u64>, r: usize) -> bool {
-        let limit = bound.map(|b| b.saturating_add(1)).unwrap_or(1024).min(4096);
-        let region = &self.image.regions[r];
-        let (rs, re) = (region.start, region.end);
-        let mut n = 0;
-        for k in 0..limit {
-            let Some(e) = self.mem.read_i32(base.wrapping_add(4 * k)) else { break };
-            let t = base.wrapping_add(e as i64 as u64);
-            if !(rs..re).contains(&t) {
-                break;
-            }
-            self.queue.push((t, self.src));
-            n += 1;
-        }
-        if n > 0 {
-            self.stats.jump_tables += 1;
-        }
-        n > 0
+        self.jump_table(base, 4, bound, r, |mem, at| mem.read_i32(at).map(|e| base.wrapping_add(e as i64 as u64)))
     }
 
+    /// Absolute jump table: 64-bit entries, each a code address (non-PIC code).
     fn abs_table(&mut self, base: u64, bound: Option<u64>, r: usize) -> bool {
+        self.jump_table(base, 8, bound, r, |mem, at| mem.read_u64(at))
+    }
+
+    /// Reads entries until one leaves the jump's region (or the `cmp` bound is reached),
+    /// queuing each target.
+    fn jump_table(&mut self, base: u64, stride: u64, bound: Option<u64>, r: usize, entry: impl Fn(&M, u64) -> Option<u64>) -> bool {
         let limit = bound.map(|b| b.saturating_add(1)).unwrap_or(1024).min(4096);
         let region = &self.image.regions[r];
         let (rs, re) = (region.start, region.end);
         let mut n = 0;
         for k in 0..limit {
-            let Some(t) = self.mem.read_u64(base.wrapping_add(8 * k)) else { break };
+            let Some(t) = entry(self.mem, base.wrapping_add(stride * k)) else { break };
             if !(rs..re).contains(&t) {
                 break;
             }
