@@ -209,6 +209,18 @@ mod reachability {
     }
 
     #[test]
+    fn jump_tables_absolute_and_pc_relative() {
+        for name in ["switch_table", "switch_table_pie"] {
+            let t = Target::start(name, &[]);
+            let path = trace(t.pid(), "path");
+            let aes = path.get("aes");
+            assert!(aes.evidence[0].symbol.starts_with("step"), "{name}: {:?}", aes.evidence);
+            assert!(!path.has("sha_ni"), "{name}: dead SHA-NI reported: {}", path.names());
+            assert!(trace(t.pid(), "full").has("sha_ni"));
+        }
+    }
+
+    #[test]
     fn jit_region_is_decoded() {
         let t = Target::start("jit", &[]);
         let path = trace(t.pid(), "path");
