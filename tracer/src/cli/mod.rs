@@ -12,6 +12,7 @@ pub mod eval;
 pub mod host;
 pub mod k8s;
 pub mod record;
+pub mod audit;
 
 /// Exit codes shared by every subcommand (DESIGN.md).
 pub const EXIT_OK: u8 = 0;
@@ -51,6 +52,8 @@ pub enum Command {
     K8s(k8s::K8sCommand),
     /// Ground truth: single-step (or sample) a process and report the features it executes.
     Record(record::RecordCommand),
+    /// Soundness report: record, path and full mode on one process; record ⊆ path ⊆ full.
+    Audit(audit::AuditCommand),
 }
 
 impl Cli {
@@ -65,6 +68,7 @@ impl Cli {
             Some(Command::K8s(c)) => c.execute(),
             Some(Command::Scan(c)) => c.execute(),
             Some(Command::Record(c)) => c.execute(),
+            Some(Command::Audit(c)) => c.execute(),
         }
     }
 }

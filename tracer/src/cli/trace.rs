@@ -37,6 +37,9 @@ pub struct TraceCommand {
     /// instruction is reached from a root.
     #[arg(long, value_delimiter = ',', value_name = "FEATURE")]
     pub explain: Vec<String>,
+    /// Python-aware roots (CPython targets): auto or off.
+    #[arg(long, value_name = "auto|off", default_value = "auto")]
+    pub python: String,
 }
 
 impl TraceCommand {
@@ -49,6 +52,7 @@ impl TraceCommand {
             },
             stack_bytes: self.stack_bytes,
             explain: self.explain.clone(),
+            python: trace::PythonMode::parse(&self.python)?,
             ..Options::default()
         };
         let fs = trace::trace_pid(pid, &opts)?;

@@ -1,0 +1,457 @@
+//! Python-aware path tracking. CPython reaches the native code of extension modules
+//! through tables in live memory (`PyMethodDef` arrays, type objects, numpy ufunc loop
+//! arrays), never through a static path from `main`. This module finds which of those
+//! entries the Python code of the process can name, and turns them into path-tracking
+//! roots; the table words of entries it cannot name are left out of the data-word roots
+//! of the extension modules, so path mode neither misses the extensions' hot code nor
+//! reports everything they contain.
+//!
+//! What counts as "names the Python code can call": the identifiers (and string
+//! literals) of the script (from /proc/PID/cmdline, or `-c` code) and of the `.py` files
+//! of every package whose extension module is loaded, plus the stdlib wrapper module of
+//! each `lib-dynload` extension (`_hashlib` → `hashlib.py`). A method `openssl_sha256`
+//! matches a name `sha256` (a suffix after `_`), because wrappers build such names
+//! (`getattr(_hashlib, 'openssl_' + name)`).
+//!
+//! Layouts read from live memory (CPython 3.8–3.13, 64-bit):
+//! `PyMethodDef {char *ml_name; PyCFunction ml_meth; int ml_flags; char *ml_doc}` (32 bytes);
+//! `PyTypeObject`: `tp_name` at +24, `tp_basicsize` +32, `tp_flags` +168 (`Py_TPFLAGS_READY`
+//! once the type is in use), function slots between +48 and +400, sub-tables
+//! (`tp_as_async` +80, `tp_as_number` +96, `tp_as_sequence` +104, `tp_as_mapping` +112,
+//! `tp_as_buffer` +160); `PyType_Spec {name; int basicsize, itemsize; unsigned flags; PyType_Slot *slots}`;
+//! numpy `PyUFuncObject`: `functions` at +32, `ntypes` +48, `name` +56 (numpy 1.x and 2.x).
+
+use crate::analysis::Root;
+use crate::image::{Image, Memory, Object};
+use crate::procfs::Mapping;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Roots and skipped table words for path tracking, and what they came from.
+#[derive(Debug, Default)]
+pub struct PythonRoots {
+    pub roots: Vec<Root>,
+    /// Addresses of data words (table entries of functions the Python code cannot name)
+    /// that path tracking must not use as roots.
+    pub skip_words: HashSet<u64>,
+    /// Objects whose exported functions are not roots: the extension modules (their
+    /// Python-callable functions are in `roots`) and the libraries they need (reached
+    /// through the extensions' PLT).
+    pub skip_exports: HashSet<usize>,
+    pub report: serde_json::Value,
+}
+
+/// How the process embeds CPython, if it does.
+pub fn detect(image: &Image) -> Option<String> {
+    for o in &image.objects {
+        let file = o.path.rsplit('/').next().unwrap_or("");
+        if file.starts_with("libpython3") {
+            return Some(format!("libpython ({})", o.path));
+        }
+        if o.is_main && (o.info.exports.contains_key("_PyRuntime") || o.info.exports.contains_key("Py_Initialize")) {
+            return Some(format!("statically linked interpreter ({})", o.path));
+        }
+    }
+    None
+}
+
+struct Ext<'a> {
+    idx: usize,
+    obj: &'a Object,
+    module: String,
+}
+
+/// Finds the Python-level roots of a CPython process. `heap` lists the anonymous
+/// writable mappings (where numpy's ufunc objects live).
+pub fn analyze<M: Memory>(
+    pid: i32,
+    image: &Image,
+    mem: &M,
+    bulk: &dyn Fn(u64, &mut [u8]) -> usize,
+    maps: &[Mapping],
+) -> Option<PythonRoots> {
+    let t0 = Instant::now();
+    let interp = detect(image)?;
+    let exts: Vec<Ext> = image
+        .objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| !o.is_main)
+        .filter_map(|(idx, obj)| {
+            let init = obj.info.exports.keys().find(|k| k.starts_with("PyInit_"))?;
+            Some(Ext { idx, obj, module: module_name(&obj.path, &init["PyInit_".len()..]) })
+        })
+        .collect();
+
+    let mut skip_exports: HashSet<usize> = exts.iter().map(|e| e.idx).collect();
+    let mut work: Vec<usize> = skip_exports.iter().copied().collect();
+    while let Some(i) = work.pop() {
+        for need in &image.objects[i].info.needed {
+            for (j, o) in image.objects.iter().enumerate() {
+                let file = o.path.rsplit('/').next().unwrap_or("");
+                if !o.is_main && (file == need || o.info.soname.as_deref() == Some(need.as_str())) && skip_exports.insert(j) {
+                    work.push(j);
+                }
+            }
+        }
+    }
+
+    // Names the Python code can use.
+    let (script, mut sources) = script_sources(pid);
+    for e in &exts {
+        sources.extend(package_sources(&e.obj.path));
+    }
+    sources.sort();
+    sources.dedup();
+    let mut names: HashSet<String> = HashSet::new();
+    let mut bytes_read = 0u64;
+    for s in &sources {
+        if let Ok(text) = std::fs::read(s) {
+            bytes_read += text.len() as u64;
+            identifiers(&text, &mut names);
+        }
+    }
+    if let Some(code) = inline_code(pid) {
+        identifiers(code.as_bytes(), &mut names);
+    }
+    let used = |n: &str| names.contains(n) || n.match_indices('_').any(|(i, _)| n.len() - i > 3 && names.contains(&n[i + 1..]));
+
+    let mut out = PythonRoots::default();
+    let mut modules = Vec::new();
+    let mut root_lines: Vec<String> = Vec::new();
+    let mut add_root = |out: &mut PythonRoots, addr: u64, why: String| {
+        if out.roots.iter().any(|r| r.addr == addr) {
+            return;
+        }
+        let sym = image.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"));
+        let why = format!("Python: {why} → {sym}");
+        if root_lines.len() < 400 {
+            root_lines.push(why.clone());
+        }
+        out.roots.push(Root { addr, why });
+    };
+    let code_of = |addr: u64, idx: usize| image.region_of(addr).is_some_and(|r| image.regions[r].object == Some(idx));
+    for e in &exts {
+        let data = read_data(e.obj, mem);
+        let in_obj = |a: u64| e.obj.info.loads.iter().any(|l| (l.vaddr.wrapping_add(e.obj.bias)..l.vaddr.wrapping_add(e.obj.bias) + l.memsz).contains(&a));
+        let (mut methods, mut methods_used, mut types, mut types_used, mut slots_rooted) = (0, 0, 0, 0, 0);
+        for (base, words) in &data {
+            let word = |i: usize| words.get(i).copied().unwrap_or(0);
+            for i in 0..words.len() {
+                let at = base + 8 * i as u64;
+                // PyMethodDef.
+                let (name_p, meth, flags, doc) = (word(i), word(i + 1), word(i + 2), word(i + 3));
+                if in_obj(name_p)
+                    && code_of(meth, e.idx)
+                    && flags & 0xffff_fc00 == 0
+                    && (doc == 0 || in_obj(doc))
+                {
+                    if let Some(name) = c_string(mem, name_p).filter(|n| is_ident(n)) {
+                        methods += 1;
+                        if used(&name) {
+                            methods_used += 1;
+                            add_root(&mut out, meth, format!("{}.{name}", e.module));
+                        } else {
+                            out.skip_words.insert(at + 8);
+                        }
+                        continue;
+                    }
+                }
+                // Static PyTypeObject (ob_refcnt, ob_type, ob_size, tp_name, ...).
+                let (tp_name, basic, tp_flags) = (word(i + 3), word(i + 4), word(i + 21));
+                if i + 50 < words.len()
+                    && in_obj(tp_name)
+                    && (16..1 << 20).contains(&basic)
+                    && tp_flags < 1 << 32
+                    && tp_flags & (1 << 12) != 0
+                {
+                    if let Some(tname) = c_string(mem, tp_name).filter(|n| is_dotted(n)) {
+                        types += 1;
+                        let short = tname.rsplit('.').next().unwrap_or(&tname).to_string();
+                        if used(&short) {
+                            types_used += 1;
+                            let mut slots: Vec<u64> = (6..50).map(word).collect();
+                            for sub in [10usize, 12, 13, 14, 20] {
+                                let p = word(i + sub);
+                                if in_obj(p) {
+                                    slots.extend((0..36).filter_map(|k| mem.read_u64(p + 8 * k)));
+                                }
+                            }
+                            for s in slots.into_iter().filter(|&s| code_of(s, e.idx)) {
+                                slots_rooted += 1;
+                                add_root(&mut out, s, format!("type {tname} slot"));
+                            }
+                        }
+                    }
+                }
+                // PyType_Spec (heap types): name, basicsize|itemsize, flags, slots.
+                let (spec_name, slots_p) = (word(i), word(i + 3));
+                if in_obj(spec_name) && in_obj(slots_p) && slots_p != at && word(i + 1) >> 32 < 1 << 20 && (word(i + 1) & 0xffff_ffff) < 1 << 20 {
+                    if let Some(tname) = c_string(mem, spec_name).filter(|n| is_dotted(n) && n.contains('.')) {
+                        let mut entries = Vec::new();
+                        for k in 0..96u64 {
+                            let (Some(id), Some(f)) = (mem.read_u64(slots_p + 16 * k), mem.read_u64(slots_p + 16 * k + 8)) else { break };
+                            let id = id & 0xffff_ffff;
+                            if id == 0 || id > 100 {
+                                break;
+                            }
+                            entries.push(f);
+                        }
+                        if !entries.is_empty() {
+                            types += 1;
+                            let short = tname.rsplit('.').next().unwrap_or(&tname).to_string();
+                            if used(&short) {
+                                types_used += 1;
+                                for f in entries.into_iter().filter(|&f| code_of(f, e.idx)) {
+                                    slots_rooted += 1;
+                                    add_root(&mut out, f, format!("type {tname} slot"));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        modules.push(serde_json::json!({
+            "module": e.module, "path": e.obj.path,
+            "methods": methods, "methods_rooted": methods_used,
+            "types": types, "types_rooted": types_used, "type_slots_rooted": slots_rooted,
+        }));
+    }
+
+    // numpy ufuncs: objects of type `numpy.ufunc` on the heap, their loop arrays.
+    let mut ufuncs = (0u64, 0u64, 0u64);
+    if let Some((ufunc_type, umath)) = find_type(image, &exts, mem, "numpy.ufunc") {
+        let heap: Vec<(u64, u64)> = maps
+            .iter()
+            .filter(|m| m.read && m.write && !m.exec && (m.path.is_none() || m.path.as_deref() == Some("[heap]")))
+            .map(|m| (m.start, m.end))
+            .collect();
+        for addr in scan_words(bulk, &heap, ufunc_type) {
+            let obj = addr - 8;
+            let (Some(funcs), Some(nt), Some(name_p)) = (mem.read_u64(obj + 32), mem.read_i32(obj + 48), mem.read_u64(obj + 56)) else {
+                continue;
+            };
+            let Some(name) = c_string(mem, name_p).filter(|n| is_ident(n)) else { continue };
+            if !(0..=1024).contains(&nt) {
+                continue;
+            }
+            ufuncs.0 += 1;
+            let is_used = used(&name);
+            if is_used {
+                ufuncs.1 += 1;
+            }
+            for k in 0..nt as u64 {
+                let Some(f) = mem.read_u64(funcs + 8 * k) else { break };
+                if image.region_of(f).is_none() {
+                    continue;
+                }
+                if is_used {
+                    ufuncs.2 += 1;
+                    add_root(&mut out, f, format!("{}.{name} (ufunc loop {k})", exts[umath].module));
+                } else {
+                    out.skip_words.insert(funcs + 8 * k);
+                }
+            }
+        }
+    }
+    let mut by_module: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &out.roots {
+        let m = r.why.trim_start_matches("Python: ").trim_start_matches("type ").split(['.', ' ']).next().unwrap_or("").to_string();
+        *by_module.entry(m).or_default() += 1;
+    }
+    out.skip_exports = skip_exports;
+    out.report = serde_json::json!({
+        "objects_without_export_roots": out.skip_exports.iter().map(|&i| image.objects[i].path.rsplit('/').next().unwrap_or("").to_string()).collect::<Vec<_>>(),
+        "interpreter": interp,
+        "script": script,
+        "sources_read": sources.len(),
+        "source_bytes": bytes_read,
+        "names": names.len(),
+        "extension_modules": modules,
+        "ufuncs": {"found": ufuncs.0, "rooted": ufuncs.1, "loops_rooted": ufuncs.2},
+        "roots": out.roots.len(),
+        "skipped_table_words": out.skip_words.len(),
+        "roots_by_package": by_module,
+        "root_list": root_lines,
+        "analysis_ms": t0.elapsed().as_millis() as u64,
+    });
+    Some(out)
+}
+
+/// `numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so` → `numpy._core._multiarray_umath`.
+fn module_name(path: &str, init: &str) -> String {
+    let mut parts = vec![init.to_string()];
+    let mut dir = Path::new(path).parent();
+    while let Some(d) = dir {
+        if !d.join("__init__.py").exists() {
+            break;
+        }
+        parts.push(d.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+        dir = d.parent();
+    }
+    parts.reverse();
+    parts.join(".")
+}
+
+/// The script (first non-option argument) and its source file.
+fn script_sources(pid: i32) -> (Option<String>, Vec<PathBuf>) {
+    let args = cmdline(pid);
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" | "-m" => return (None, Vec::new()),
+            "-W" | "-X" | "-Q" => {
+                it.next();
+            }
+            s if s.starts_with('-') => {}
+            s => {
+                let p = cwd.join(s);
+                let root = format!("/proc/{pid}/root");
+                let abs = if p.is_absolute() { PathBuf::from(format!("{root}{}", p.display())) } else { p.clone() };
+                let path = if abs.exists() { abs } else { p };
+                return (Some(s.to_string()), vec![path]);
+            }
+        }
+    }
+    (None, Vec::new())
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// `python -c CODE`: the code.
+fn inline_code(pid: i32) -> Option<String> {
+    let args = cmdline(pid);
+    let i = args.iter().position(|a| a == "-c")?;
+    args.get(i + 1).cloned()
+}
+
+/// The `.py` files of the package an extension module belongs to (tests excluded), or
+/// for a top-level extension (`lib-dynload/_hashlib…so`) its stdlib wrapper module.
+fn package_sources(so: &str) -> Vec<PathBuf> {
+    let so = Path::new(so);
+    let Some(mut dir) = so.parent().map(Path::to_path_buf) else { return Vec::new() };
+    if !dir.join("__init__.py").exists() {
+        let stem = so.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = stem.split('.').next().unwrap_or("").to_string();
+        let stdlib = if dir.ends_with("lib-dynload") { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
+        return [stem.clone(), stem.trim_start_matches('_').to_string()]
+            .iter()
+            .map(|s| stdlib.join(format!("{s}.py")))
+            .filter(|p| p.exists())
+            .collect();
+    }
+    while dir.parent().is_some_and(|p| p.join("__init__.py").exists()) {
+        dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if name != "tests" && name != "__pycache__" {
+                    stack.push(p);
+                }
+            } else if name.ends_with(".py") || name.ends_with(".pyi") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Every identifier-like word of a source file (names, attributes, string contents).
+fn identifiers(text: &[u8], out: &mut HashSet<String>) {
+    for w in text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_')) {
+        if !w.is_empty() && !w[0].is_ascii_digit() && w.len() < 80 {
+            if let Ok(s) = std::str::from_utf8(w) {
+                if !out.contains(s) {
+                    out.insert(s.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty() && s.len() < 100 && !s.as_bytes()[0].is_ascii_digit() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_dotted(s: &str) -> bool {
+    !s.is_empty() && s.len() < 200 && s.split('.').all(is_ident)
+}
+
+fn c_string<M: Memory>(mem: &M, addr: u64) -> Option<String> {
+    let mut buf = [0u8; 128];
+    let n = mem.read(addr, &mut buf);
+    let end = buf[..n].iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&buf[..end]).ok().map(String::from)
+}
+
+/// The live words of an object's data sections, per section.
+fn read_data<M: Memory>(o: &Object, mem: &M) -> Vec<(u64, Vec<u64>)> {
+    o.info
+        .data_sections
+        .iter()
+        .map(|s| {
+            let base = s.addr.wrapping_add(o.bias) & !7;
+            let mut buf = vec![0u8; s.size as usize + 8];
+            let n = mem.read(base, &mut buf);
+            buf.truncate(n - n % 8);
+            (base, buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+        })
+        .collect()
+}
+
+/// The address of a static type object named `name` in one of the extensions, and
+/// which extension holds it.
+fn find_type<M: Memory>(image: &Image, exts: &[Ext], mem: &M, name: &str) -> Option<(u64, usize)> {
+    let _ = image;
+    for (k, e) in exts.iter().enumerate() {
+        for (base, words) in read_data(e.obj, mem) {
+            for i in 0..words.len().saturating_sub(22) {
+                if (16..1 << 20).contains(&words[i + 4]) && words[i + 21] & (1 << 12) != 0 && words[i + 21] < 1 << 32 {
+                    if c_string(mem, words[i + 3]).as_deref() == Some(name) {
+                        return Some((base + 8 * i as u64, k));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Addresses of 8-aligned words equal to `value` in the given ranges.
+fn scan_words(read: &dyn Fn(u64, &mut [u8]) -> usize, ranges: &[(u64, u64)], value: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for &(s, e) in ranges {
+        let mut a = s;
+        while a < e {
+            let n = ((e - a) as usize).min(buf.len());
+            let got = read(a, &mut buf[..n]);
+            for (j, c) in buf[..got - got % 8].chunks_exact(8).enumerate() {
+                if u64::from_le_bytes(c.try_into().expect("8 bytes")) == value {
+                    out.push(a + 8 * j as u64);
+                }
+            }
+            if got < n {
+                break;
+            }
+            a += n as u64;
+        }
+    }
+    out
+}
