@@ -35,13 +35,6 @@ pub fn advise_hugepages(buf: &mut [u8]) {
     }
 }
 
-/// A zero-filled buffer of `len` bytes backed by huge pages where possible.
-pub fn huge_zeroed(len: usize) -> Vec<u8> {
-    let mut v = huge_with_capacity(len);
-    v.resize(len, 0);
-    v
-}
-
 /// An empty buffer with room for `len` bytes, backed by huge pages where possible.
 pub fn huge_with_capacity(len: usize) -> Vec<u8> {
     let mut v: Vec<u8> = Vec::with_capacity(len);
@@ -102,6 +95,27 @@ pub fn populate_write(buf: &mut [u8]) {
     // SAFETY: the range lies inside `buf`, which we borrow mutably, so it is
     // mapped writable memory of ours; populating only faults pages in and
     // never changes their contents.
+    unsafe {
+        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_POPULATE_WRITE);
+    }
+}
+
+/// [`populate_write`] for the spare capacity of `v` (before reading into it).
+pub fn populate_spare(v: &mut Vec<u8>) {
+    const PAGE: usize = 4096;
+    if std::env::var_os("MIGRATOR_POPULATE").is_some_and(|v| v == "0") {
+        return;
+    }
+    let spare = v.spare_capacity_mut();
+    let start = spare.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let end = (start + spare.len()) / PAGE * PAGE;
+    if end <= aligned {
+        return;
+    }
+    // SAFETY: the range lies inside the spare capacity of `v`, which we
+    // borrow mutably: allocated, writable, ours. Populating faults the pages
+    // in (zero-filled by the kernel) and reads or writes no Rust value.
     unsafe {
         libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_POPULATE_WRITE);
     }

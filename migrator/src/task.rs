@@ -580,10 +580,67 @@ pub fn read_image_file(path: &std::path::Path) -> Result<Image, ImageError> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len() as usize;
-    let mut buf = crate::sys::huge_zeroed(len);
-    f.read_exact(&mut buf)?;
-    let mut rest = Vec::new();
-    f.read_to_end(&mut rest)?;
-    buf.extend_from_slice(&rest);
+    let mut buf = crate::sys::huge_with_capacity(len + 1);
+    crate::sys::populate_spare(&mut buf);
+    f.read_to_end(&mut buf)?;
     Image::from_vec(buf)
+}
+
+// Network migration (crate::migrate): live pre-copy reads linear memory
+// between rounds, and the final round captures everything but memory (the
+// pages already travelled). Only callable with the task not running.
+impl Task {
+    /// Linear memory of the task (stopped, restored, or not started).
+    pub fn memory(&self) -> &[u8] {
+        self.store.data().memory.map(|m| m.data(&self.store)).unwrap_or(&[])
+    }
+
+    /// Linear memory, writable (e.g. to apply pre-copied pages after [`Task::restore`]).
+    pub fn memory_mut(&mut self) -> &mut [u8] {
+        match self.store.data().memory {
+            Some(m) => m.data_mut(&mut self.store),
+            None => &mut [],
+        }
+    }
+
+    /// Like [`Task::capture`], but memory is not stored (every chunk empty,
+    /// `pages_total` still the real size): the caller sends pages itself.
+    pub fn capture_state(&mut self) -> Result<Image, TaskError> {
+        let stack = self.rewind_pending.clone().ok_or_else(|| TaskError::Checkpoint("task is not stopped".into()))?;
+        let mut globals = Vec::new();
+        for (name, g) in &self.globals {
+            let (ty, bits) = match g.get(&mut self.store) {
+                Val::I32(v) => ("i32", v as u32 as u64),
+                Val::I64(v) => ("i64", v as u64),
+                Val::F32(v) => ("f32", v as u64),
+                Val::F64(v) => ("f64", v),
+                other => return Err(TaskError::Checkpoint(format!("global {name} has unsupported type {:?}", other.ty(&self.store)))),
+            };
+            globals.push(GlobalValue { name: name.clone(), ty: ty.into(), bits });
+        }
+        let region = self.store.data().region.ok_or_else(|| TaskError::Checkpoint("no region".into()))?;
+        let wasi_state = self.store.data_mut().wasi.snapshot();
+        let pages_total = (self.memory().len() / PAGE) as u32;
+        let n_chunks = (pages_total as usize).div_ceil(crate::image::CHUNK_PAGES);
+        let chunks = (0..n_chunks).map(|_| crate::image::Chunk { present: Vec::new(), data: crate::image::Bytes::new(Vec::new()) }).collect();
+        let mut module_hash = [0u8; 32];
+        hex::decode_to_slice(&self.module_hash, &mut module_hash).map_err(|e| TaskError::Checkpoint(e.to_string()))?;
+        Ok(Image {
+            module_hash,
+            meta: ImageMeta {
+                name: self.name.clone(),
+                priority: self.priority,
+                module_path: self.module_path.clone(),
+                taken_under: self.kind.as_str().into(),
+                created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                generation: self.generation + 1,
+                globals,
+                asyncify_region: region,
+                wasi: wasi_state,
+            },
+            pages_total,
+            chunks,
+            stack,
+        })
+    }
 }
