@@ -100,6 +100,21 @@ pub enum Request {
         stdout: Option<PathBuf>,
         stderr: Option<PathBuf>,
     },
+    /// Move a daemon task to another host (see docs/network.md).
+    Migrate {
+        task: String,
+        /// Candidate destinations `HOST[:PORT]`, tried in order.
+        to: Vec<String>,
+        #[serde(default)]
+        live: bool,
+        /// `auto`, `precompiled` or `portable`.
+        #[serde(default = "default_code")]
+        code: String,
+        #[serde(default = "default_rounds")]
+        max_rounds: u32,
+        #[serde(default = "default_timeout")]
+        timeout_s: u64,
+    },
     Restore {
         image: PathBuf,
         module: Option<PathBuf>,
@@ -108,6 +123,16 @@ pub enum Request {
         stdout: Option<PathBuf>,
         stderr: Option<PathBuf>,
     },
+}
+
+fn default_code() -> String {
+    "auto".into()
+}
+fn default_rounds() -> u32 {
+    8
+}
+fn default_timeout() -> u64 {
+    30
 }
 
 /// Responses: `ok` plus whatever the command returns.
@@ -124,6 +149,9 @@ pub struct Response {
     pub checkpoint: Option<CheckpointInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `migrate`: the migration report (times measured on both sides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -145,7 +173,7 @@ pub fn parse_request(line: &str) -> Result<Request, Response> {
     };
     let cmd = v.get("cmd").and_then(|c| c.as_str()).unwrap_or("").to_string();
     match cmd.as_str() {
-        "ps" | "checkpoint" | "kill" | "run" | "restore" => {
+        "ps" | "checkpoint" | "kill" | "run" | "restore" | "migrate" => {
             serde_json::from_value(v).map_err(|e| Response::err(format!("bad {cmd} request: {e}")))
         }
         "trigger" => {

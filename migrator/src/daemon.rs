@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::control::{self, Request, Response, TaskInfo};
 use crate::engine::{self, EngineKind};
 use crate::error::ControlError;
+use crate::migrate::{self, Hooks, MigrateOptions};
 use crate::runner::{self, RunningTask};
 use crate::task::{read_image_file, Task, TaskOptions};
 use crate::wasi::Stdio;
@@ -22,20 +23,113 @@ use crate::wasi::Stdio;
 struct Daemon {
     tasks: Mutex<BTreeMap<String, RunningTask>>,
     engines: Mutex<HashMap<EngineKind, wasmtime::Engine>>,
+    /// Migration hooks of the tasks started here (see [`migrate::spawn`]).
+    hooks: Mutex<HashMap<String, Arc<Hooks>>>,
+    net: ServeOptions,
+    host_info: Mutex<Option<crate::net::protocol::HostInfo>>,
+}
+
+/// Network side of `migrator serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// TCP address to receive tasks on (None: do not listen).
+    pub listen: Option<String>,
+    /// Failing to listen is fatal (the address was given explicitly).
+    pub listen_required: bool,
+    /// Engine received tasks run under.
+    pub engine: EngineKind,
+    /// A `tracer host --json` file standing in for this host's features.
+    pub host_features: Option<PathBuf>,
+    pub no_precompiled: bool,
+    /// Where triggers (`{"cmd":"trigger"}` from monitor-probe) send tasks: candidates in order.
+    pub trigger_to: Vec<String>,
+    /// How triggered migrations run.
+    pub trigger_migrate: MigrateOptions,
+    /// Tasks moved per trigger.
+    pub trigger_count: usize,
 }
 
 /// Binds the daemon socket and serves until the process is killed.
 pub fn serve_forever() -> Result<(), ControlError> {
+    serve_with(ServeOptions::default())
+}
+
+/// [`serve_forever`] with the network side configured.
+pub fn serve_with(opts: ServeOptions) -> Result<(), ControlError> {
     let sock = control::daemon_socket();
     let listener = control::bind(&sock)?;
     log::info!("migrator daemon listening on {}", sock.display());
     eprintln!("migrator: daemon listening on {}", sock.display());
-    let d = Arc::new(Daemon::default());
+    let d = Arc::new(Daemon { net: opts.clone(), ..Default::default() });
+    if let Some(addr) = &opts.listen {
+        let tcp = crate::net::auth::key_from_env().map_err(|e| ControlError::Protocol(e)).and_then(|key| {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| ControlError::Protocol(format!("cannot listen on {addr}: {e}")))?;
+            Ok((l, key))
+        });
+        match tcp {
+            Ok((l, key)) => {
+                let features = match &opts.host_features {
+                    Some(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())),
+                    None => migrate::host_features(),
+                };
+                *d.host_info.lock().unwrap_or_else(|e| e.into_inner()) = Some(migrate::make_host_info(opts.engine, features));
+                let local = l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.clone());
+                eprintln!("migrator: receiving tasks on {local} (engine {})", opts.engine);
+                let recv: Arc<dyn migrate::Receiver> = d.clone();
+                std::thread::spawn(move || migrate::serve_tcp(l, recv, Arc::new(migrate::Ledger::default()), Arc::new(key)));
+            }
+            Err(e) if opts.listen_required => return Err(e),
+            Err(e) => eprintln!("migrator: not receiving tasks over the network: {e}"),
+        }
+    }
     control::serve(listener, Arc::new(AtomicUsize::new(0)), move |line| d.handle(line));
     Ok(())
 }
 
-fn open_log(path: &Path) -> Result<std::fs::File, String> {
+impl migrate::Receiver for Daemon {
+    fn engine_kind(&self) -> EngineKind {
+        self.net.engine
+    }
+    fn engine(&self, kind: EngineKind) -> Result<wasmtime::Engine, String> {
+        self.engine_for(kind)
+    }
+    fn has_task(&self, name: &str) -> bool {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let running = tasks.get(name).is_some_and(|t| {
+            let st = t.info.lock().unwrap_or_else(|e| e.into_inner()).state.clone();
+            st == "running" || st == "migrating" || st == "in-doubt"
+        });
+        running || control::alive(&control::task_socket(name))
+    }
+    fn start(&self, task: Task, lm: engine::LoadedModule) -> Result<(), String> {
+        let name = task.name.clone();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let info = TaskInfo {
+            name: name.clone(),
+            state: "running".into(),
+            module: lm.path.display().to_string(),
+            engine: lm.kind,
+            priority: task.priority,
+            host: "daemon".into(),
+            pid: std::process::id(),
+            exit_code: None,
+            image: None,
+            error: None,
+        };
+        let (rt, hooks) = migrate::spawn(task, info, lm).map_err(|e| e.to_string())?;
+        tasks.insert(name.clone(), rt);
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).insert(name, hooks);
+        Ok(())
+    }
+    fn host_info(&self) -> crate::net::protocol::HostInfo {
+        self.host_info.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| migrate::make_host_info(self.net.engine, Err("not configured".into())))
+    }
+    fn accept_precompiled(&self) -> bool {
+        !self.net.no_precompiled
+    }
+}
+
+pub(crate) fn open_log(path: &Path) -> Result<std::fs::File, String> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -43,8 +137,98 @@ fn open_log(path: &Path) -> Result<std::fs::File, String> {
 }
 
 impl Daemon {
+    fn engine_for(&self, kind: EngineKind) -> Result<wasmtime::Engine, String> {
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        match engines.get(&kind) {
+            Some(e) => Ok(e.clone()),
+            None => {
+                let e = engine::new_engine(kind).map_err(|e| e.to_string())?;
+                engines.insert(kind, e.clone());
+                Ok(e)
+            }
+        }
+    }
+
+    fn hooks_of(&self, name: &str) -> Option<Arc<Hooks>> {
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Running tasks in the order triggers move them: priority (highest
+    /// first), then memory (largest first), then name.
+    fn migration_order(&self) -> Vec<(String, Arc<Hooks>)> {
+        let all: Vec<(String, Arc<Hooks>)> = self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, h)| (n.clone(), h.clone())).collect();
+        let mut v: Vec<(i32, u64, String, Arc<Hooks>)> = all
+            .into_iter()
+            .filter(|(_, h)| h.info.lock().unwrap_or_else(|e| e.into_inner()).state == "running")
+            .filter_map(|(n, h)| {
+                let prio = h.info.lock().unwrap_or_else(|e| e.into_inner()).priority;
+                let mem = h.call(false, |t| t.memory_bytes() as u64)?;
+                Some((prio, mem, n, h))
+            })
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        v.into_iter().map(|(_, _, n, h)| (n, h)).collect()
+    }
+
+    fn trigger(&self, v: &serde_json::Value) -> Response {
+        let ev = v.get("event").cloned().unwrap_or_default();
+        let metric = ev.get("metric").and_then(|m| m.as_str()).unwrap_or("?").to_string();
+        eprintln!(
+            "[Migration Trigger] {} {}{} over threshold {}",
+            metric,
+            ev.get("value").map(|x| x.to_string()).unwrap_or_default(),
+            ev.get("unit").and_then(|u| u.as_str()).unwrap_or(""),
+            ev.get("threshold").map(|x| x.to_string()).unwrap_or_default()
+        );
+        let to = if self.net.trigger_to.is_empty() {
+            std::env::var("ARM_MIGRATION_HOST").map(|h| vec![h]).unwrap_or_default()
+        } else {
+            self.net.trigger_to.clone()
+        };
+        let mut r = Response::ok();
+        if to.is_empty() {
+            r.message = Some("trigger logged; no destination configured (serve --migrate-to or ARM_MIGRATION_HOST)".into());
+            return r;
+        }
+        let picked: Vec<(String, Arc<Hooks>)> = self.migration_order().into_iter().take(self.net.trigger_count.max(1)).collect();
+        if picked.is_empty() {
+            r.message = Some("trigger logged; no running task to move".into());
+            return r;
+        }
+        let names: Vec<String> = picked.iter().map(|(n, _)| n.clone()).collect();
+        r.message = Some(format!("moving {} to the first of {}", names.join(", "), to.join(",")));
+        let opts = self.net.trigger_migrate.clone();
+        std::thread::spawn(move || {
+            for (name, h) in picked {
+                eprintln!("[Migration] Trigger ({metric}): moving task {name}");
+                match migrate::migrate_task(&h, &to, &opts) {
+                    Ok(rep) => eprintln!("[Migration] {}", serde_json::to_string(&rep).unwrap_or_default()),
+                    Err(e) => eprintln!("[Migration] Task {name} stays here: {e}"),
+                }
+            }
+        });
+        r
+    }
+
     fn handle(&self, line: &str) -> Response {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v.get("cmd").and_then(|c| c.as_str()) == Some("trigger") {
+                log::info!("trigger received: {line}");
+                return self.trigger(&v);
+            }
+        }
         match control::parse_request(line) {
+            Ok(Request::Migrate { task, to, live, code, max_rounds, timeout_s }) => {
+                let Some(h) = self.hooks_of(&task) else { return Response::err(format!("no task named {task} under this daemon")) };
+                if h.info.lock().unwrap_or_else(|e| e.into_inner()).state != "running" {
+                    return Response::err(format!("task {task} is not running"));
+                }
+                let opts = MigrateOptions { live, code, max_rounds, timeout_s };
+                match migrate::migrate_task(&h, &to, &opts) {
+                    Ok(rep) => Response { ok: true, migration: serde_json::to_value(rep).ok(), ..Default::default() },
+                    Err(e) => Response::err(e.to_string()),
+                }
+            }
             Err(resp) => resp,
             Ok(Request::Ps) => {
                 let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -121,17 +305,7 @@ impl Daemon {
                 return Err(format!("task {name} is already running"));
             }
         }
-        let eng = {
-            let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-            match engines.get(&kind) {
-                Some(e) => e.clone(),
-                None => {
-                    let e = engine::new_engine(kind).map_err(|e| e.to_string())?;
-                    engines.insert(kind, e.clone());
-                    e
-                }
-            }
-        };
+        let eng = self.engine_for(kind)?;
         let lm = engine::load_module(module, &eng, kind).map_err(|e| e.to_string())?;
         let logs = control::runtime_dir().join("logs");
         let out = stdout.unwrap_or_else(|| logs.join(format!("{name}.stdout")));
@@ -150,8 +324,9 @@ impl Daemon {
             image: None,
             error: None,
         };
-        let rt = runner::spawn(task, info.clone()).map_err(|e| e.to_string())?;
+        let (rt, hooks) = migrate::spawn(task, info.clone(), lm).map_err(|e| e.to_string())?;
         tasks.insert(name.to_string(), rt);
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), hooks);
         Ok(Response { ok: true, task: Some(info), ..Default::default() })
     }
 }

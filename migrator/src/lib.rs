@@ -33,6 +33,8 @@ pub mod engine;
 pub mod error;
 pub mod image;
 pub mod instrument;
+pub mod migrate;
+pub mod net;
 pub mod runner;
 pub mod sys;
 pub mod task;

@@ -53,7 +53,7 @@ impl RestoreCommand {
             return Ok(ExitCode::SUCCESS);
         }
         let image = read_image_file(&self.image).with_context(|| format!("reading image {}", self.image.display()))?;
-        let module = self.module.clone().unwrap_or_else(|| PathBuf::from(&image.meta.module_path));
+        let module = absolute(&self.module.clone().unwrap_or_else(|| PathBuf::from(&image.meta.module_path)));
         let eng = engine::new_engine(self.engine)?;
         let lm = engine::load_module(&module, &eng, self.engine).with_context(|| format!("loading {}", module.display()))?;
         let preopens = if self.dirs.is_empty() { None } else { Some(self.dirs) };

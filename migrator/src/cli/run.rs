@@ -78,7 +78,9 @@ impl RunCommand {
             return Ok(ExitCode::SUCCESS);
         }
         let eng = engine::new_engine(self.engine)?;
-        let lm = engine::load_module(&self.module, &eng, self.engine).with_context(|| format!("loading {}", self.module.display()))?;
+        // Absolute, so the path recorded in images works from any directory.
+        let module = absolute(&self.module);
+        let lm = engine::load_module(&module, &eng, self.engine).with_context(|| format!("loading {}", self.module.display()))?;
         let info = TaskInfo {
             name: name.clone(),
             state: "running".into(),
