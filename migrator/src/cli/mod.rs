@@ -11,6 +11,7 @@ mod bench;
 mod checkpoint;
 mod foreground;
 mod kill;
+mod migrate;
 mod ps;
 mod restore;
 mod run;
@@ -32,6 +33,7 @@ pub enum Command {
     Restore(restore::RestoreCommand),
     Kill(kill::KillCommand),
     Bench(bench::BenchCommand),
+    Migrate(migrate::MigrateCommand),
 }
 
 impl Command {
@@ -44,6 +46,7 @@ impl Command {
             Command::Restore(c) => c.execute(),
             Command::Kill(c) => c.execute(),
             Command::Bench(c) => c.execute(),
+            Command::Migrate(c) => c.execute(),
         }
     }
 }

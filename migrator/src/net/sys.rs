@@ -1,0 +1,25 @@
+//! The network side's `unsafe`: loading code received from a peer, and the
+//! fault-injection crash used by the fault tests.
+
+use std::path::Path;
+
+/// Loads a `.cwasm` a peer sent.
+pub fn deserialize_from_peer(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<wasmtime::Module> {
+    // SAFETY: wasmtime trusts a serialized module to be code it produced
+    // itself. These bytes come only from a peer that proved it holds the
+    // migration key (net::auth) — the same trust as running the tasks it
+    // sends — and arrived in CRC-checked frames; wasmtime still checks the
+    // header (version, target, compiler flags, host features) and refuses
+    // a mismatch. A host that does not want to trust peers' code runs
+    // `migrator serve --no-precompiled`.
+    unsafe { wasmtime::Module::deserialize_file(engine, path) }
+}
+
+/// Dies at once, as `kill -9` would (fault tests: `MIGRATOR_FAULT=<step>`).
+pub fn die_now() -> ! {
+    // SAFETY: getpid and kill have no memory-safety preconditions.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
