@@ -125,8 +125,9 @@ pub fn analyze<M: Memory>(
             return;
         }
         let sym = image.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"));
+        let listed = !why.starts_with("type ");
         let why = format!("Python: {why} → {sym}");
-        if root_lines.len() < 400 {
+        if listed && root_lines.len() < 2000 {
             root_lines.push(why.clone());
         }
         out.roots.push(Root { addr, why });
@@ -171,11 +172,13 @@ pub fn analyze<M: Memory>(
                         let short = tname.rsplit('.').next().unwrap_or(&tname).to_string();
                         if used(&short) {
                             types_used += 1;
-                            let mut slots: Vec<u64> = (6..50).map(word).collect();
-                            for sub in [10usize, 12, 13, 14, 20] {
+                            let mut slots: Vec<u64> = (6..51).map(|k| word(i + k)).collect();
+                            // tp_as_async (4 slots), tp_as_number (36), tp_as_sequence (10),
+                            // tp_as_mapping (3), tp_as_buffer (2).
+                            for (sub, n) in [(10usize, 4u64), (12, 36), (13, 10), (14, 3), (20, 2)] {
                                 let p = word(i + sub);
                                 if in_obj(p) {
-                                    slots.extend((0..36).filter_map(|k| mem.read_u64(p + 8 * k)));
+                                    slots.extend((0..n).filter_map(|k| mem.read_u64(p + 8 * k)));
                                 }
                             }
                             for s in slots.into_iter().filter(|&s| code_of(s, e.idx)) {
@@ -275,6 +278,7 @@ pub fn analyze<M: Memory>(
         "skipped_table_words": out.skip_words.len(),
         "roots_by_package": by_module,
         "root_list": root_lines,
+        "type_slot_roots": out.roots.iter().filter(|r| r.why.starts_with("Python: type ")).count(),
         "analysis_ms": t0.elapsed().as_millis() as u64,
     });
     Some(out)

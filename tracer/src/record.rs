@@ -99,8 +99,8 @@ struct Recorder<'a> {
     raw: &'a crate::procfs::ProcMem,
     vdso: Vec<(u64, u64)>,
     seen: HashSet<u64>,
-    /// Branch-step (from, to) pairs already decoded.
-    seen_blocks: HashSet<(u64, u64)>,
+    /// Branch-step (from, to) pairs already decoded, with their instruction counts.
+    seen_blocks: HashMap<(u64, u64), u64>,
     tally: Tally,
     stats: RecordStats,
 }
@@ -172,9 +172,16 @@ impl Recorder<'_> {
             self.stats.vdso_stops += 1;
             return;
         }
-        if !self.seen_blocks.insert((from, to)) {
+        if let Some(&n) = self.seen_blocks.get(&(from, to)) {
+            self.stats.executed += n;
             return;
         }
+        let before = self.stats.executed;
+        self.walk_new(from, to);
+        self.seen_blocks.insert((from, to), self.stats.executed - before);
+    }
+
+    fn walk_new(&mut self, from: u64, to: u64) {
         let mut ip = from;
         let mut insn = Instruction::default();
         for _ in 0..4096 {
@@ -255,7 +262,7 @@ pub fn record_pid(pid: i32, opts: &RecordOptions) -> Result<FeatureSet, RecordEr
         raw: &raw,
         vdso,
         seen: HashSet::new(),
-        seen_blocks: HashSet::new(),
+        seen_blocks: HashMap::new(),
         tally: Tally::default(),
         stats: RecordStats::default(),
     };
@@ -303,12 +310,12 @@ pub fn record_pid(pid: i32, opts: &RecordOptions) -> Result<FeatureSet, RecordEr
     let mut polls = 0u64;
     while !session.is_empty() {
         polls += 1;
-        if polls % 1024 == 0 || idle % 256 == 1 || idle > 4096 {
+        if polls % 1024 == 0 || idle > 0 {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            if step::termination_pending() {
+            if (polls % 1024 == 0 || idle % 256 == 1) && step::termination_pending() {
                 rec.stats.interrupted = true;
                 warnings.push("recording interrupted by a termination signal: partial result".into());
                 break;
