@@ -207,6 +207,11 @@ impl Image {
         let meta: ImageMeta = serde_json::from_slice(c.take(meta_len)?)
             .map_err(|e| ImageError::Corrupt(format!("metadata: {e}")))?;
         let pages_total = c.u32()?;
+        // wasm32 memory holds at most 65536 pages (4 GiB); refused before anything is sized
+        // from it (a tiny image claiming 2^32 pages would otherwise reserve gigabytes).
+        if pages_total > 65536 {
+            return Err(ImageError::Corrupt(format!("memory of {pages_total} pages exceeds the 4 GiB wasm32 limit")));
+        }
         let chunk_pages = c.u32()? as usize;
         if chunk_pages != CHUNK_PAGES {
             return Err(ImageError::Corrupt(format!("chunk size {chunk_pages}")));

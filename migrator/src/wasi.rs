@@ -176,8 +176,13 @@ impl WasiCtx {
         }
         let mut files = BTreeMap::new();
         for (fd, e) in &state.fds {
+            if let FdKind::Dir { preopen, rel } = &e.kind {
+                host_path(&state.preopens, *preopen, rel)
+                    .map_err(|_| format!("fd {fd}: directory {rel:?} is not below a preopened directory"))?;
+            }
             if let FdKind::File { preopen, rel, read, write, .. } = &e.kind {
-                let host = host_path(&state.preopens, *preopen, rel).map_err(|_| format!("fd {fd}: bad preopen"))?;
+                let host = host_path(&state.preopens, *preopen, rel)
+                    .map_err(|_| format!("fd {fd}: file {rel:?} is not below a preopened directory"))?;
                 let f = OpenOptions::new()
                     .read(*read)
                     .write(*write)
@@ -649,6 +654,11 @@ impl WasiCtx {
 
 fn host_path(preopens: &[Preopen], preopen: usize, rel: &str) -> Res<PathBuf> {
     let p = preopens.get(preopen).ok_or(BADF)?;
+    // `rel` is normalized when it comes from `resolve`, but an image's WASI state is
+    // untrusted: an absolute path or a `..` step must not leave the preopen.
+    if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+        return Err(NOTCAPABLE);
+    }
     Ok(if rel.is_empty() { p.host.clone() } else { p.host.join(rel) })
 }
 

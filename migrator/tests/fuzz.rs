@@ -1,0 +1,352 @@
+//! Fuzzing with generated inputs (issue 10, parts 1 and 5): checkpoint images are accepted from
+//! disk and from the network, so a corrupt or hostile image must be refused with an error:
+//! no panic, no allocation sized by a length field, and no file opened outside the task's
+//! preopened directories on restore.
+//!
+//! - `image_parse`: a real image (hashchain, stopped mid-run, with a preopened directory) is
+//!   mutated (bit flips, hostile integers in the header, length and count fields, truncation)
+//!   and, in three cases out of four, its CRC is fixed up so the content parser is reached.
+//!   Every image that parses is decompressed and restored (`Task::restore`).
+//! - `restore_refuses_path_escape`: images whose WASI state names a file or directory outside
+//!   its preopen (`../x`, `/etc/passwd`, `a/../../x`) are refused on restore.
+//!
+//! Budget: `FUZZ_SECS` (default 3), `FUZZ_CASES`, `FUZZ_SEED` as in tracer/tests/fuzz.rs; one
+//! `RELIABILITY fuzz ...` line per target for scripts/reliability.sh.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use migrator::bench::sink_stdio;
+use migrator::engine::{self, EngineKind, LoadedModule};
+use migrator::image::PAGE;
+use migrator::wasi::{FdEntry, FdKind, Preopen};
+use migrator::{Image, RunOutcome, Task, TaskOptions};
+
+// ---------------------------------------------------------------------------------------------
+// Allocation guard: a single allocation above the limit is refused (the process aborts with
+// the case seed). Linear memory is mmap'ed by wasmtime, not allocated here.
+
+struct Guard;
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+static LIMIT: AtomicUsize = AtomicUsize::new(512 << 20);
+static CASE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn note(size: usize) -> bool {
+    LARGEST.fetch_max(size, Ordering::Relaxed);
+    if size > LIMIT.load(Ordering::Relaxed) {
+        let msg = b"\nfuzz: refused an allocation above FUZZ_ALLOC_LIMIT (unbounded allocation); case seed in the next line\n";
+        // SAFETY: writing valid static bytes to stderr.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        let mut digits = [b'\n'; 21];
+        let mut v = CASE.load(Ordering::Relaxed);
+        for i in (0..20).rev() {
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        // SAFETY: as above, a stack buffer.
+        unsafe { libc::write(2, digits.as_ptr().cast(), digits.len()) };
+        return false;
+    }
+    true
+}
+
+// SAFETY: forwards to the system allocator; refusing (null) is allowed by the contract.
+unsafe impl GlobalAlloc for Guard {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if !note(l.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: same layout contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if !note(l.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: same layout contract as ours.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from `System` with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        if !note(new) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: `p` came from `System` with layout `l`.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Guard = Guard;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+    fn interesting32(&mut self, len: usize) -> u32 {
+        const V: &[u32] = &[0, 1, 2, 63, 64, 65, 0xff, 0xffff, 0x1_0000, 0x1_0001, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff];
+        match self.below(3) {
+            0 => (len as u32).wrapping_add(self.below(5) as u32).wrapping_sub(2),
+            _ => V[self.below(V.len())],
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures (same cache directory as tests/util.rs, so modules compile once)
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn load(name: &str) -> LoadedModule {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let st = std::process::Command::new(root().join("fixtures/wasm/build.sh")).status().expect("run fixtures/wasm/build.sh");
+        assert!(st.success(), "fixtures/wasm/build.sh failed");
+        std::env::set_var("MIGRATOR_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("migrator-cache"));
+    });
+    let path = root().join("fixtures/build/wasm").join(name);
+    let kind = EngineKind::Pulley;
+    let eng = engine::new_engine(kind).expect("engine");
+    engine::load_module(&path, &eng, kind).expect("load module")
+}
+
+/// A real image: hashchain stopped mid-run, with `dir` preopened as /data.
+fn real_image(lm: &LoadedModule, dir: &Path) -> Vec<u8> {
+    let (stdio, _out) = sink_stdio();
+    let opts = TaskOptions {
+        name: "fuzz".into(),
+        args: vec!["hashchain.wasm".into(), "100000000".into()],
+        preopens: vec![Preopen { guest: "/data".into(), host: dir.into() }],
+        ..Default::default()
+    };
+    let mut task = Task::new(lm, opts, stdio).unwrap();
+    let h = task.handle();
+    let outcome = std::thread::scope(|s| {
+        let w = std::thread::Builder::new()
+            .stack_size(engine::TASK_THREAD_STACK)
+            .spawn_scoped(s, || task.run())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        h.request_stop();
+        w.join().unwrap().unwrap()
+    });
+    assert!(matches!(outcome, RunOutcome::Stopped), "hashchain finished before the stop");
+    let img = task.capture().unwrap();
+    let mut buf = Vec::new();
+    img.write_to(&mut buf).unwrap();
+    buf
+}
+
+/// Offsets of the image's integer fields (meta_len, pages_total, chunk_pages, n_chunks, each
+/// chunk's n_present and zlen, stack_len).
+fn image_fields(b: &[u8]) -> Vec<usize> {
+    let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap()) as usize);
+    let mut f = vec![44];
+    let Some(meta_len) = u32_at(44) else { return f };
+    let mut o = 48 + meta_len;
+    f.extend([o, o + 4, o + 8]);
+    let n = u32_at(o + 8).unwrap_or(0);
+    o += 12;
+    for _ in 0..n {
+        let Some(np) = u32_at(o) else { return f };
+        f.push(o);
+        o += 4 + 2 * np;
+        let Some(z) = u32_at(o) else { return f };
+        f.push(o);
+        o += 4 + z;
+    }
+    f.push(o);
+    f
+}
+
+fn fix_crc(b: &mut [u8]) {
+    if b.len() >= 52 {
+        let n = b.len() - 4;
+        let c = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&c.to_le_bytes());
+    }
+}
+
+fn mutate(rng: &mut Rng, data: &mut Vec<u8>, fields: &[usize]) {
+    for _ in 0..1 + rng.below(3) {
+        let len = data.len();
+        if len == 0 {
+            return;
+        }
+        match rng.below(7) {
+            0 => {
+                let i = rng.below(len);
+                data[i] ^= 1 << rng.below(8);
+            }
+            1 | 2 => {
+                let o = fields[rng.below(fields.len())];
+                let v = rng.interesting32(len).to_le_bytes();
+                if o + 4 <= len {
+                    data[o..o + 4].copy_from_slice(&v);
+                }
+            }
+            3 => {
+                // A consistent pair: huge memory with the matching chunk count (what a
+                // hostile peer would send), so only a size check can stop it.
+                let pages = rng.interesting32(len).max(1);
+                if fields.len() >= 4 && fields[3] + 4 <= len {
+                    data[fields[1]..fields[1] + 4].copy_from_slice(&pages.to_le_bytes());
+                    let n = (pages as u64).div_ceil(64) as u32;
+                    data[fields[3]..fields[3] + 4].copy_from_slice(&n.to_le_bytes());
+                }
+            }
+            4 => {
+                // Inside the metadata JSON (names, globals, WASI state).
+                let meta_len = data.get(44..48).map(|b| u32::from_le_bytes(b.try_into().unwrap())).unwrap_or(0);
+                let end = (48 + meta_len as usize).min(len);
+                if end > 48 {
+                    let i = 48 + rng.below(end - 48);
+                    data[i] = b"{}[]\":,0123456789-e.nul/"[rng.below(24)];
+                }
+            }
+            5 => {
+                let i = rng.below(len);
+                data[i] = rng.next() as u8;
+            }
+            _ => {
+                let keep = len - rng.below(len.min(256) + 1).min(len);
+                data.truncate(if rng.chance(4) { rng.below(len) } else { keep });
+            }
+        }
+    }
+}
+
+fn budget() -> (f64, u64, u64) {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(l) = env("FUZZ_ALLOC_LIMIT") {
+        LIMIT.store(l as usize, Ordering::Relaxed);
+    }
+    let seed = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    (env("FUZZ_SECS").unwrap_or(3.0), env("FUZZ_CASES").map(|c| c as u64).unwrap_or(u64::MAX), seed)
+}
+
+#[test]
+fn image_parse() {
+    let lm = load("hashchain.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let orig = real_image(&lm, dir.path());
+    let fields = image_fields(&orig);
+    Image::from_bytes(&orig).expect("the unmutated image parses");
+    let (secs, max_cases, seed) = budget();
+    LARGEST.store(0, Ordering::Relaxed);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| eprintln!("fuzz: panic: {}", format!("{info}").lines().next().unwrap_or(""))));
+    let t0 = Instant::now();
+    let (mut n, mut parsed, mut restored) = (0u64, 0u64, 0u64);
+    let mut failures = Vec::new();
+    while n < max_cases && t0.elapsed() < Duration::from_secs_f64(secs) {
+        let s = seed.wrapping_add(n);
+        CASE.store(s, Ordering::Relaxed);
+        let mut rng = Rng(s);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut data = orig.clone();
+            mutate(&mut rng, &mut data, &fields);
+            if !rng.chance(4) {
+                fix_crc(&mut data);
+            }
+            let Ok(img) = Image::from_bytes(&data) else { return (false, false) };
+            // Decompress into a buffer of the claimed size only when it is sane (a restore
+            // maps it through wasmtime, limited to 4 GiB).
+            if (img.pages_total as usize) <= 4096 {
+                let mut mem = vec![0u8; img.pages_total as usize * PAGE];
+                let _ = img.decompress_into(&mut mem);
+            }
+            let (stdio, _out) = sink_stdio();
+            (true, Task::restore(&lm, &img, stdio, None).is_ok())
+        }));
+        match r {
+            Ok((p, ok)) => {
+                parsed += p as u64;
+                restored += ok as u64;
+            }
+            Err(e) => {
+                let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+                failures.push(format!("image_parse: FUZZ_SEED={s} FUZZ_CASES=1: {}", msg.unwrap_or_default()));
+            }
+        }
+        n += 1;
+    }
+    std::panic::set_hook(prev);
+    println!(
+        "RELIABILITY fuzz image_parse cases={n} secs={:.1} failures={} max_alloc={} seed={seed} parsed={parsed} restored={restored}",
+        t0.elapsed().as_secs_f64(),
+        failures.len(),
+        LARGEST.load(Ordering::Relaxed)
+    );
+    assert!(failures.is_empty(), "{} of {n} cases panicked:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Re-encodes `img` with one extra fd in its WASI state.
+fn with_fd(img: &Image, fd: u32, kind: FdKind) -> Image {
+    let mut bytes = Vec::new();
+    img.write_to(&mut bytes).unwrap();
+    let mut img = Image::from_bytes(&bytes).unwrap();
+    img.meta.wasi.fds.insert(fd, FdEntry { kind, fdflags: 0, rights_base: u64::MAX, rights_inheriting: u64::MAX });
+    img
+}
+
+#[test]
+fn restore_refuses_path_escape() {
+    let lm = load("hashchain.wasm");
+    let top = tempfile::tempdir().unwrap();
+    let data = top.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("inside.txt"), b"ok").unwrap();
+    std::fs::write(top.path().join("secret.txt"), b"secret").unwrap();
+    let img = Image::from_bytes(&real_image(&lm, &data)).unwrap();
+    let file = |rel: &str| FdKind::File { preopen: 0, rel: rel.into(), offset: 0, read: true, write: false };
+
+    // Control: a file below the preopen is reopened.
+    let (stdio, _o) = sink_stdio();
+    Task::restore(&lm, &with_fd(&img, 9, file("inside.txt")), stdio, None).expect("a file inside the preopen restores");
+
+    let secret = top.path().join("secret.txt");
+    let escapes = [
+        "../secret.txt".to_string(),
+        "a/../../secret.txt".into(),
+        "./../secret.txt".into(),
+        secret.display().to_string(),
+        "/etc/passwd".into(),
+        "inside.txt/../../secret.txt".into(),
+    ];
+    let mut tried = 0;
+    for rel in &escapes {
+        for kind in [file(rel), FdKind::Dir { preopen: 0, rel: rel.clone() }] {
+            let (stdio, _o) = sink_stdio();
+            let r = Task::restore(&lm, &with_fd(&img, 9, kind.clone()), stdio, None);
+            tried += 1;
+            assert!(r.is_err(), "restore accepted {kind:?} outside the preopened directory");
+        }
+    }
+    println!("RELIABILITY security path_escape cases={tried} failures=0");
+}
