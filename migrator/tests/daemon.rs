@@ -28,12 +28,6 @@ fn daemon_runs_checkpoints_restores_and_survives_unknown_commands() {
         assert!(t.elapsed() < Duration::from_secs(10), "daemon did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let out = d.path().join("mm.out");
-    let r = cmd(rt.path()).args(["run", "--detach", "--name", "dm", "--stdout"]).arg(&out).arg(&m).arg("--").args(["150", "30"]).output().unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    wait_state(rt.path(), "dm", "running", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(150));
-
     // The monitor's trigger lines and unknown commands are answered, never fatal.
     let v = raw(rt.path(), r#"{"cmd":"trigger","metric":"page_cache","value":9000.5}"#);
     assert_eq!(v["ok"], true);
@@ -42,6 +36,11 @@ fn daemon_runs_checkpoints_restores_and_survives_unknown_commands() {
     assert!(v["error"].as_str().unwrap().contains("frobnicate"));
     let v = raw(rt.path(), "not json at all");
     assert_eq!(v["ok"], false);
+
+    let out = d.path().join("mm.out");
+    let r = cmd(rt.path()).args(["run", "--detach", "--name", "dm", "--stdout"]).arg(&out).arg(&m).arg("--").args(["150", "30"]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    wait_state(rt.path(), "dm", "running", Duration::from_secs(10));
 
     let img = d.path().join("dm.img");
     let c = cmd(rt.path()).args(["checkpoint", "--task", "dm", "-o"]).arg(&img).output().unwrap();
