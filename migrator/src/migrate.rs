@@ -393,6 +393,8 @@ pub enum MigrateError {
     Resumed(String),
     #[error("{0}; outcome unknown: the task stays paused here until the destination answers")]
     InDoubt(String),
+    #[error("no destination took the task ({0}); the task keeps running on this host")]
+    AllFailed(String),
 }
 
 struct Conn {
@@ -476,22 +478,22 @@ pub fn migrate_task(hooks: &Arc<Hooks>, dests: &[String], opts: &MigrateOptions)
     }
     let _u = Unbusy(hooks);
     let key = auth::key_from_env().map_err(MigrateError::Failed)?;
-    let mut errors = Vec::new();
+    let mut errors: Vec<(String, MigrateError)> = Vec::new();
     for d in dests {
         let dest = net::resolve_dest(d).map_err(MigrateError::Failed)?;
         match migrate_to(hooks, &dest, &key, opts) {
             Ok(r) => return Ok(r),
             Err(e @ MigrateError::InDoubt(_)) => return Err(e),
             Err(e) => {
-                say!("Migration of {} to {dest} did not happen: {e}", hooks.lm.path.display());
-                errors.push(format!("{dest}: {e}"));
+                say!("Task not moved to {dest}: {e}");
+                errors.push((dest, e));
             }
         }
     }
     Err(match errors.len() {
         0 => MigrateError::Failed("no destination given".into()),
-        1 => MigrateError::Failed(errors.remove(0)),
-        _ => MigrateError::Failed(format!("no destination took the task: {}", errors.join("; "))),
+        1 => errors.remove(0).1,
+        _ => MigrateError::AllFailed(errors.iter().map(|(d, e)| format!("{d}: {e}")).collect::<Vec<_>>().join("; ")),
     })
 }
 
@@ -503,9 +505,6 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
     say!("Connecting to {dest} to migrate task {name}...");
     let (mut conn, host) = Conn::connect(dest, key, timeout).map_err(fail)?;
     let c = &mut conn.c;
-    if net::fault("corrupt_frame") {
-        c.corrupt_data_frame = Some(2);
-    }
     let mut rep = MigrationReport {
         task: name.clone(),
         dest: dest.to_string(),
@@ -653,6 +652,9 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
         }
     };
     rep.final_pages = idx.len() as u64;
+    if net::fault("corrupt_frame") {
+        c.corrupt_next_data_frame();
+    }
     let state = (|| -> Result<u64, String> {
         if live {
             send_pages(c, &idx, &data, level)?;

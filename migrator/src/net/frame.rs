@@ -64,6 +64,11 @@ impl Framed {
         Ok(Framed { r, w, limit: PRE_AUTH_LIMIT, sent: 0, received: 0, corrupt_data_frame: None, data_frames: 0 })
     }
 
+    /// Test hook: corrupt the next data frame sent.
+    pub fn corrupt_next_data_frame(&mut self) {
+        self.corrupt_data_frame = Some(self.data_frames + 1);
+    }
+
     pub fn stream(&self) -> &TcpStream {
         self.w.get_ref()
     }
