@@ -303,6 +303,12 @@ impl Image {
                         };
                         let n = if src.is_empty() {
                             0
+                        } else if incompressible(src, cx.as_mut()) {
+                            // Random-looking data: a zstd frame of raw blocks
+                            // (a plain copy) instead of a futile compression.
+                            debug_assert_eq!(buf.len(), at);
+                            write_raw_frame(&mut buf, src);
+                            buf.len() - at
                         } else {
                             // Appends at `at` without zero-filling the buffer first.
                             let mut cur = std::io::Cursor::new(&mut buf);
@@ -392,6 +398,38 @@ impl Image {
     }
 }
 
+/// Samples three 16 KiB windows of `src`; true when zstd cannot shrink
+/// them by even 5%.
+fn incompressible(src: &[u8], cx: Option<&mut zstd::bulk::Compressor<'static>>) -> bool {
+    const W: usize = 16 << 10;
+    let Some(cx) = cx else { return false };
+    if src.len() < 4 * W {
+        return false;
+    }
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(W));
+    [0, src.len() / 2, src.len() - W].iter().all(|&o| match cx.compress_to_buffer(&src[o..o + W], &mut out) {
+        Ok(n) => n * 20 > W * 19,
+        Err(_) => false,
+    })
+}
+
+/// Appends a zstd frame (RFC 8878) made of raw blocks holding `src`:
+/// single-segment, 4-byte content size, no checksum. Any zstd decoder reads
+/// it; decoding is a copy.
+fn write_raw_frame(buf: &mut Vec<u8>, src: &[u8]) {
+    const MAX_BLOCK: usize = 128 << 10;
+    buf.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    buf.push(0b1010_0000); // FCS field 4 bytes, single segment
+    buf.extend_from_slice(&(src.len() as u32).to_le_bytes());
+    let mut blocks = src.chunks(MAX_BLOCK).peekable();
+    while let Some(b) = blocks.next() {
+        let last = blocks.peek().is_none() as u32;
+        let header = last | ((b.len() as u32) << 3); // block type 0 = raw
+        buf.extend_from_slice(&header.to_le_bytes()[..3]);
+        buf.extend_from_slice(b);
+    }
+}
+
 fn is_zero(page: &[u8]) -> bool {
     // Fold 8 words at a time, stop at the first non-zero block.
     let blocks = page.chunks_exact(64);
@@ -461,6 +499,34 @@ mod tests {
         assert_eq!(mem[5], 1);
         assert_eq!(mem[70 * PAGE + 3], 9);
         assert!(mem[129 * PAGE..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn random_pages_roundtrip_as_raw_frames() {
+        let mut mem = vec![0u8; 200 * PAGE];
+        let mut x = 0x2545F4914F6CDD1Du64;
+        for b in mem[PAGE..150 * PAGE].iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 32) as u8;
+        }
+        mem[170 * PAGE..171 * PAGE].fill(3);
+        let (pages_total, chunks) = Image::compress_memory(&mem, 0..0, 1).unwrap();
+        let stored: usize = chunks.iter().map(|c| c.data.len()).sum();
+        assert!(stored < 150 * PAGE + 150 * PAGE / 100, "raw frames stay within 1% of the data: {stored}");
+        let img = Image { pages_total, chunks, ..sample() };
+        let mut out = vec![0u8; 200 * PAGE];
+        img.decompress_into(&mut out).unwrap();
+        assert!(out == mem);
+        let raw = sample_frame(&mem[PAGE..2 * PAGE]);
+        assert_eq!(zstd::bulk::decompress(&raw, PAGE).unwrap(), &mem[PAGE..2 * PAGE]);
+    }
+
+    fn sample_frame(src: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_raw_frame(&mut v, src);
+        v
     }
 
     #[test]

@@ -91,3 +91,9 @@ fn wasi_probe_prints_expected_output() {
     let out = run_plain_env("wasi_probe.wasm", &["wasi_probe.wasm", "3", "a", "b"], pre, vec!["MIGRATOR_PROBE=hello".into()], EngineKind::Pulley);
     assert_eq!(out, expected("wasi_probe.stdout"));
 }
+
+#[test]
+fn alloc_fill_random_data_random_checkpoints() {
+    // Incompressible memory: chunks are stored as raw zstd blocks.
+    check("alloc_fill.wasm", &["alloc_fill", "64", "1", "random"], 4, 40, 0x3131);
+}
