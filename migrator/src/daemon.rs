@@ -198,11 +198,26 @@ impl Daemon {
         let names: Vec<String> = picked.iter().map(|(n, _)| n.clone()).collect();
         r.message = Some(format!("moving {} to the first of {}", names.join(", "), to.join(",")));
         let opts = self.net.trigger_migrate.clone();
+        // Trigger-to-running is measured from the kernel's crossing (eBPF
+        // `kernel_ns`) or the monitor's line (`mono_ns`), same clock as ours.
+        let since = ev.get("kernel_ns").or(ev.get("mono_ns")).and_then(|x| x.as_u64());
+        let received = crate::net::sys::mono_ns();
         std::thread::spawn(move || {
             for (name, h) in picked {
                 eprintln!("[Migration] Trigger ({metric}): moving task {name}");
                 match migrate::migrate_task(&h, &to, &opts) {
-                    Ok(rep) => eprintln!("[Migration] {}", serde_json::to_string(&rep).unwrap_or_default()),
+                    Ok(rep) => {
+                        let now = crate::net::sys::mono_ns();
+                        let ms = |t: u64| now.saturating_sub(t) as f64 / 1e6;
+                        eprintln!(
+                            "[Migration] Trigger to running on {}: {:.1} ms from the monitor's event{} ({:.1} ms from the trigger reaching the migrator)",
+                            rep.dest,
+                            since.map(ms).unwrap_or(f64::NAN),
+                            if ev.get("kernel_ns").is_some() { " (kernel crossing)" } else { "" },
+                            ms(received)
+                        );
+                        eprintln!("[Migration] report {}", serde_json::to_string(&rep).unwrap_or_default());
+                    }
                     Err(e) => eprintln!("[Migration] Task {name} stays here: {e}"),
                 }
             }

@@ -23,3 +23,15 @@ pub fn die_now() -> ! {
     }
     std::process::abort()
 }
+
+/// CLOCK_MONOTONIC in ns: the clock monitor-probe stamps events with
+/// (`mono_ns`, `kernel_ns`), so trigger-to-running can be measured across processes.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
