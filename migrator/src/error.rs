@@ -65,10 +65,17 @@ impl TaskError {
     /// Converts a wasmtime error once, at the runtime boundary: a trap keeps
     /// its wasm backtrace text, anything else becomes `Runtime`.
     pub(crate) fn from_wasmtime(err: wasmtime::Error) -> Self {
-        if err.downcast_ref::<wasmtime::Trap>().is_some() {
-            TaskError::Trap(format!("{err:#}"))
+        // One line: the trap and the innermost wasm function, not the
+        // multi-line backtrace wasmtime's Display adds.
+        if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+            let at = err
+                .downcast_ref::<wasmtime::WasmBacktrace>()
+                .and_then(|bt| bt.frames().first().map(|f| (f.func_name().map(str::to_string), f.func_index())))
+                .map(|(name, idx)| format!(" in wasm function {}", name.unwrap_or_else(|| idx.to_string())))
+                .unwrap_or_default();
+            TaskError::Trap(format!("{trap}{at}"))
         } else {
-            TaskError::Runtime(format!("{err:#}"))
+            TaskError::Runtime(format!("{err:#}").lines().next().unwrap_or("wasm runtime error").to_string())
         }
     }
 }
