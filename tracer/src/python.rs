@@ -97,10 +97,18 @@ pub fn analyze<M: Memory>(
         }
     }
 
-    // Names the Python code can use.
+    // Names the Python code can use: from the script and the modules it imported
+    // (sys.modules read from the live interpreter), else from whole packages.
     let (script, mut sources) = script_sources(pid);
-    for e in &exts {
-        sources.extend(package_sources(&e.obj.path));
+    let imported = sys_modules(image, mem);
+    let module_sources = imported.as_ref().map(|mods| module_files(mods, &exts, pid));
+    match &module_sources {
+        Some(files) if !files.is_empty() => sources.extend(files.iter().cloned()),
+        _ => {
+            for e in &exts {
+                sources.extend(package_sources(&e.obj.path));
+            }
+        }
     }
     sources.sort();
     sources.dedup();
@@ -269,6 +277,8 @@ pub fn analyze<M: Memory>(
         "objects_without_export_roots": out.skip_exports.iter().map(|&i| image.objects[i].path.rsplit('/').next().unwrap_or("").to_string()).collect::<Vec<_>>(),
         "interpreter": interp,
         "script": script,
+        "sys_modules": imported.as_ref().map(|m| m.len()),
+        "names_from": if module_sources.as_ref().is_some_and(|f| !f.is_empty()) { "script + sys.modules sources" } else { "script + whole packages of loaded extensions" },
         "sources_read": sources.len(),
         "source_bytes": bytes_read,
         "names": names.len(),
@@ -458,4 +468,169 @@ fn scan_words(read: &dyn Fn(u64, &mut [u8]) -> usize, ranges: &[(u64, u64)], val
         }
     }
     out
+}
+
+/// The names in `sys.modules`, read from the live interpreter: `_PyRuntime` points (within
+/// its first 512 bytes) at the main interpreter state, which holds the modules dict — the
+/// dict (its `ob_type` is `PyDict_Type`) whose keys include `sys` and `builtins`. Dict and
+/// str layouts of CPython 3.11/3.12 (64-bit); `None` if anything does not match.
+fn sys_modules<M: Memory>(image: &Image, mem: &M) -> Option<Vec<String>> {
+    // `_PyRuntime` is a data symbol: ElfInfo keeps only exported functions, so read the
+    // dynamic symbol table of the interpreter's object again.
+    let o = image.objects.iter().find(|o| {
+        o.path.rsplit('/').next().is_some_and(|f| f.starts_with("libpython3")) || (o.is_main && o.info.exports.contains_key("Py_Initialize"))
+    })?;
+    let bytes = std::fs::read(&o.path).ok()?;
+    let elf = goblin::elf::Elf::parse(&bytes).ok()?;
+    let runtime = elf
+        .dynsyms
+        .iter()
+        .find(|s| s.st_value != 0 && elf.dynstrtab.get_at(s.st_name) == Some("_PyRuntime"))?
+        .st_value
+        .wrapping_add(o.bias);
+    let is_dict = |d: u64| mem.read_u64(d + 8).and_then(|t| mem.read_u64(t + 24)).and_then(|n| c_string(mem, n)).as_deref() == Some("dict");
+    let mut interps: Vec<u64> = vec![];
+    for k in 0..64u64 {
+        if let Some(p) = mem.read_u64(runtime + 8 * k) {
+            if p > 0x10000 && !interps.contains(&p) {
+                interps.push(p);
+            }
+        }
+    }
+    for interp in interps {
+        for k in 0..1024u64 {
+            let Some(d) = mem.read_u64(interp + 8 * k) else { break };
+            if d < 0x10000 || d & 7 != 0 || !is_dict(d) {
+                continue;
+            }
+            if let Some(keys) = dict_str_keys(mem, d) {
+                if keys.iter().any(|k| k == "sys") && keys.iter().any(|k| k == "builtins") && keys.len() > 2 {
+                    return Some(keys);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// String keys of a dict object (CPython 3.11/3.12 `PyDictKeysObject`).
+fn dict_str_keys<M: Memory>(mem: &M, dict: u64) -> Option<Vec<String>> {
+    let keys = mem.read_u64(dict + 32)?;
+    let mut hdr = [0u8; 32];
+    if mem.read(keys, &mut hdr) != 32 {
+        return None;
+    }
+    let (log2_index_bytes, kind) = (hdr[9] as u64, hdr[10]);
+    let nentries = u64::from_le_bytes(hdr[24..32].try_into().ok()?);
+    if log2_index_bytes > 24 || nentries > 1 << 20 {
+        return None;
+    }
+    let entries = keys + 32 + (1u64 << log2_index_bytes);
+    let (stride, key_off) = match kind {
+        0 => (24, 8), // DICT_KEYS_GENERAL: hash, key, value
+        1 | 2 => (16, 0), // DICT_KEYS_UNICODE / SPLIT: key, value
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    for i in 0..nentries {
+        let Some(k) = mem.read_u64(entries + stride * i + key_off) else { break };
+        if k == 0 {
+            continue;
+        }
+        if let Some(s) = ascii_str(mem, k) {
+            out.push(s);
+        }
+    }
+    Some(out)
+}
+
+/// A compact ASCII str object's text (data after the header: 48 bytes in 3.11, 40 in 3.12).
+fn ascii_str<M: Memory>(mem: &M, obj: u64) -> Option<String> {
+    let len = mem.read_u64(obj + 16)?;
+    if len == 0 || len > 512 {
+        return None;
+    }
+    for off in [48u64, 40] {
+        let mut buf = vec![0u8; len as usize + 1];
+        if mem.read(obj + off, &mut buf) != buf.len() {
+            continue;
+        }
+        if buf[len as usize] == 0 && buf[..len as usize].iter().all(|b| b.is_ascii_graphic()) {
+            buf.truncate(len as usize);
+            return String::from_utf8(buf).ok();
+        }
+    }
+    None
+}
+
+/// Source files of imported modules: `a.b.c` → `a/b/c.py` or `a/b/c/__init__.py` under
+/// the directories holding the loaded extensions' top-level packages and the stdlib.
+fn module_files(mods: &[String], exts: &[Ext], pid: i32) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for e in exts {
+        let so = Path::new(&e.obj.path);
+        let mut d = so.parent().map(Path::to_path_buf).unwrap_or_default();
+        if d.ends_with("lib-dynload") {
+            d = d.parent().map(Path::to_path_buf).unwrap_or_default();
+        } else {
+            while d.join("__init__.py").exists() {
+                d = d.parent().map(Path::to_path_buf).unwrap_or_default();
+            }
+        }
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    // The stdlib of the interpreter (for hashlib.py & co. when no extension is in lib-dynload).
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        if let Some(name) = exe.file_name().map(|f| f.to_string_lossy().into_owned()) {
+            for prefix in ["/usr/lib", "/usr/local/lib"] {
+                let d = Path::new(prefix).join(&name);
+                if d.is_dir() && !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for m in mods {
+        let rel: PathBuf = m.split('.').collect();
+        for d in &dirs {
+            let f = d.join(&rel).with_extension("py");
+            let init = d.join(&rel).join("__init__.py");
+            if f.is_file() {
+                out.push(f);
+                break;
+            }
+            if init.is_file() {
+                out.push(init);
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_include_names_attributes_and_string_words() {
+        let mut s = HashSet::new();
+        identifiers(b"import numpy as np\nx = np.add.reduce(a, 'openssl_' + name) # 3d\n", &mut s);
+        for n in ["import", "numpy", "np", "add", "reduce", "openssl_", "name"] {
+            assert!(s.contains(n), "{n}");
+        }
+        assert!(!s.contains("3d"));
+    }
+
+    #[test]
+    fn dotted_and_identifier_names() {
+        assert!(is_ident("openssl_sha256"));
+        assert!(!is_ident("3x"));
+        assert!(is_dotted("numpy.ufunc"));
+        assert!(!is_dotted("numpy..ufunc"));
+        assert!(!is_dotted("a b"));
+    }
 }

@@ -287,6 +287,9 @@ mod python {
         let py = &step.python;
         assert!(py["interpreter"].as_str().unwrap_or("").contains("interpreter"), "{py}");
         assert!(py["roots"].as_u64().unwrap_or(0) > 0, "{py}");
+        // The imported modules came from the live interpreter (sys.modules).
+        assert!(py["sys_modules"].as_u64().unwrap_or(0) > 50, "{}", py["sys_modules"]);
+        assert_eq!(py["names_from"], "script + sys.modules sources");
         assert!(py["ufuncs"]["rooted"].as_u64().unwrap_or(0) > 0, "{}", py["ufuncs"]);
         let list = py["root_list"].as_array().expect("root_list");
         assert!(list.iter().any(|r| r.as_str().is_some_and(|s| s.starts_with("Python: numpy._core._multiarray_umath.") && s.contains(" → "))), "{list:?}");
