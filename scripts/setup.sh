@@ -14,6 +14,8 @@ PKGS=(
   iproute2 procps util-linux
   # real workloads used by tracer tests and benchmarks
   redis-server python3 python3-numpy
+  # fixtures/python: venv + pip (numpy from PyPI), openssl speed for scripts/audit.sh
+  python3-venv python3-pip openssl
   # timing for benchmarks
   hyperfine time
 )
