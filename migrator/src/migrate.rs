@@ -582,19 +582,20 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
 
     // Pre-copy while the task runs.
     let level = crate::task::zstd_level();
-    let shadow = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let shadow = Arc::new(Mutex::new(if opts.live { prefaulted(memory_bytes as usize + (16 << 20)) } else { Vec::new() }));
     if opts.live {
         let mut prev = u64::MAX;
         let mut bandwidth = 0.0f64; // bytes per ms, measured
         for round in 0..opts.max_rounds.max(1) {
             let sh = shadow.clone();
-            let (idx, data, pause_us) = hooks
+            let (idx, pause_us) = hooks
                 .call(false, move |t| {
                     let t0 = Instant::now();
-                    let (i, d) = diff_pages(t.memory(), &mut sh.lock().unwrap_or_else(|e| e.into_inner()));
-                    (i, d, t0.elapsed().as_micros() as u64)
+                    let i = diff_pages(t.memory(), &mut sh.lock().unwrap_or_else(|e| e.into_inner()));
+                    (i, t0.elapsed().as_micros() as u64)
                 })
                 .ok_or_else(|| fail("task ended during pre-copy".into()))?;
+            let data = gather(&idx, &shadow);
             let ts = Instant::now();
             send_pages(c, &idx, &data, level).map_err(fail)?;
             c.send(&Msg::RoundDone { round, pages: idx.len() as u64 }).map_err(|e| fail(fe(e)))?;
@@ -631,11 +632,11 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
     let stopped = hooks
         .call(true, move |t| {
             let at = Instant::now();
-            let r: Result<(Vec<u32>, Vec<u8>, Image), String> = if live {
-                let (i, d) = diff_pages(t.memory(), &mut sh.lock().unwrap_or_else(|e| e.into_inner()));
-                t.capture_state().map(|img| (i, d, img)).map_err(|e| e.to_string())
+            let r: Result<(Vec<u32>, Image), String> = if live {
+                let i = diff_pages(t.memory(), &mut sh.lock().unwrap_or_else(|e| e.into_inner()));
+                t.capture_state().map(|img| (i, img)).map_err(|e| e.to_string())
             } else {
-                t.capture().map(|img| (Vec::new(), Vec::new(), img)).map_err(|e| e.to_string())
+                t.capture().map(|img| (Vec::new(), img)).map_err(|e| e.to_string())
             };
             (at, r)
         })
@@ -644,7 +645,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
     let mut guard = ResumeGuard { hooks, armed: true };
     rep.stop_us = stopped_at.duration_since(requested).as_micros() as u64;
     let resumed = |why: String| MigrateError::Resumed(why);
-    let (idx, data, image) = match captured {
+    let (idx, image) = match captured {
         Ok(x) => x,
         Err(e) => {
             abort(c, "capture failed");
@@ -657,7 +658,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
     }
     let state = (|| -> Result<u64, String> {
         if live {
-            send_pages(c, &idx, &data, level)?;
+            send_pages(c, &idx, &gather(&idx, &shadow), level)?;
         }
         if net::fault("cut_transfer") {
             let _ = c.flush();
@@ -788,22 +789,54 @@ fn decide_code(hooks: &Hooks, host: &HostInfo, want: &str) -> Result<(CodeMode, 
     }
 }
 
-/// Pages of `mem` that differ from `shadow` (updated to match). Returns
-/// their indices and bytes.
-fn diff_pages(mem: &[u8], shadow: &mut Vec<u8>) -> (Vec<u32>, Vec<u8>) {
+/// Pages of `mem` that differ from `shadow`, which is updated to match:
+/// the only work done while the task is paused. The pages' bytes are read
+/// back from the shadow after the task resumed ([`gather`]).
+fn diff_pages(mem: &[u8], shadow: &mut Vec<u8>) -> Vec<u32> {
     if shadow.len() < mem.len() {
         shadow.resize(mem.len(), 0);
     }
-    let mut idx = Vec::new();
-    let mut data = Vec::new();
-    for (i, (m, s)) in mem.chunks_exact(PAGE).zip(shadow.chunks_exact_mut(PAGE)).enumerate() {
-        if m != s {
-            s.copy_from_slice(m);
-            idx.push(i as u32);
-            data.extend_from_slice(m);
-        }
+    // Memory bandwidth bound: one slice per core.
+    let pages = mem.len() / PAGE;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let per = pages.div_ceil(threads).max(1);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = mem[..pages * PAGE]
+            .chunks(per * PAGE)
+            .zip(shadow[..pages * PAGE].chunks_mut(per * PAGE))
+            .enumerate()
+            .map(|(k, (m, s))| {
+                sc.spawn(move || {
+                    let mut idx = Vec::new();
+                    for (i, (m, s)) in m.chunks_exact(PAGE).zip(s.chunks_exact_mut(PAGE)).enumerate() {
+                        if m != s {
+                            s.copy_from_slice(m);
+                            idx.push((k * per + i) as u32);
+                        }
+                    }
+                    idx
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+fn gather(idx: &[u32], shadow: &Mutex<Vec<u8>>) -> Vec<u8> {
+    let sh = shadow.lock().unwrap_or_else(|e| e.into_inner());
+    let mut data = Vec::with_capacity(idx.len() * PAGE);
+    for &i in idx {
+        data.extend_from_slice(&sh[i as usize * PAGE..(i as usize + 1) * PAGE]);
     }
-    (idx, data)
+    data
+}
+
+/// A zeroed buffer with its pages already faulted in (so a pause does not pay for them).
+fn prefaulted(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    crate::sys::advise_hugepages(&mut v);
+    crate::sys::populate_write(&mut v);
+    v
 }
 
 /// Pages per data frame: 48 × 64 KiB stays under the 4 MiB frame limit
@@ -992,6 +1025,9 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
 
     // State: pre-copy rounds, then the final pages and the image.
     let mut pages = PageStore::default();
+    if live {
+        pages.reserve(memory_bytes.min(4 << 30) as usize);
+    }
     let mut image = Vec::new();
     let max_pages = (MAX_FRAME / PAGE) + 1;
     let mut frames = 0u64;
@@ -1039,7 +1075,9 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
         Err(e) => return refuse(&mut c, format!("restore: {e}")),
     };
     if live {
-        if let Err(e) = pages.apply(task.memory_mut()) {
+        let mem = task.memory_mut();
+        crate::sys::populate_write(mem);
+        if let Err(e) = pages.apply(mem) {
             return refuse(&mut c, e);
         }
     }
@@ -1132,6 +1170,13 @@ struct PageStore {
 }
 
 impl PageStore {
+    /// Room for `bytes` of pages, faulted in now rather than while the task is stopped.
+    fn reserve(&mut self, bytes: usize) {
+        let n = bytes / PAGE;
+        self.data = prefaulted(n * PAGE);
+        self.present = vec![false; n];
+    }
+
     fn put(&mut self, idx: &[u32], data: &[u8], max_pages: u64) -> Result<(), String> {
         for (k, &i) in idx.iter().enumerate() {
             if i as u64 >= max_pages {
