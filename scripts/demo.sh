@@ -88,10 +88,6 @@ NOW=$(cached_mb)
 THRESHOLD=$((NOW + FILE_MB / 4))
 echo "[demo] page cache now ${NOW} MB; threshold ${THRESHOLD} MB; filling with ${FILE_MB} MB"
 
-# --- the task in A ---
-ip netns exec "$NS_A" env MIGRATOR_RUNTIME_DIR="$W/a" "$M" run --detach --name job "$TASK" -- "$ROUNDS" >/dev/null
-echo "[demo] task 'job' running in A: hashchain $ROUNDS"
-
 # --- the monitor in A ---
 if [ "$TRIGGER" = exec ]; then
   action=(--exec "$ROOT/scripts/on-trigger.sh")
@@ -102,6 +98,11 @@ ip netns exec "$NS_A" env MIGRATOR_RUNTIME_DIR="$W/a" PATH="$ROOT/target/debug:$
   "$MON" --host a --cache-threshold "$THRESHOLD" --interval 1 "${action[@]}" > >(sed -u 's/^/[A monitor] /') 2>&1 &
 PIDS+=($!)
 sleep 2  # programs attached and a first sample out
+
+# --- the task in A ---
+ip netns exec "$NS_A" env MIGRATOR_RUNTIME_DIR="$W/a" "$M" run --detach --name job "$TASK" -- "$ROUNDS" >/dev/null
+echo "[demo] task 'job' running in A: hashchain $ROUNDS"
+sleep 0.3
 
 echo "[demo] filling the page cache: cat fill.bin > /dev/null"
 ip netns exec "$NS_A" cat "$W/fill.bin" > /dev/null

@@ -933,7 +933,11 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
     c.set_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
     c.limit = PRE_AUTH_LIMIT;
     // Authenticate before anything large is read.
-    let ns = match c.recv::<Msg>().map_err(fe)? {
+    let first = match c.recv::<Msg>() {
+        Err(FrameError::Closed) => return Ok(()), // a port probe
+        r => r.map_err(fe)?,
+    };
+    let ns = match first {
         Msg::Hello { version, nonce } if version == PROTOCOL_VERSION => hex::decode(nonce).map_err(|e| e.to_string())?,
         Msg::Hello { version, .. } => {
             let _ = c.send(&Msg::Error { message: format!("protocol version {version} not supported (this host speaks {PROTOCOL_VERSION})") });
@@ -1076,7 +1080,6 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
     };
     if live {
         let mem = task.memory_mut();
-        crate::sys::populate_write(mem);
         if let Err(e) = pages.apply(mem) {
             return refuse(&mut c, e);
         }
@@ -1209,6 +1212,8 @@ impl PageStore {
             if b > mem.len() {
                 return Err(format!("pre-copied page {} beyond the restored memory ({} pages)", i - 1, mem.len() / PAGE));
             }
+            // Fault the run in with one call (huge pages where the kernel gives them), then copy.
+            crate::sys::populate_write(&mut mem[a..b]);
             mem[a..b].copy_from_slice(&self.data[a..b]);
         }
         Ok(())
