@@ -70,7 +70,7 @@ impl Host {
         c.env("MIGRATOR_RUNTIME_DIR", self.dir.path().join("run"))
             .env("MIGRATOR_CACHE_DIR", cache())
             .env("MIGRATION_TOKEN_FILE", &self.key)
-            .env("MIGRATOR_TRACER", root().join("target/debug/tracer"))
+            .env("MIGRATOR_TRACER", tracer_bin())
             .env_remove("ARM_MIGRATION_HOST")
             .env_remove("MIGRATOR_FAULT");
         c
@@ -201,7 +201,7 @@ fn stop_and_copy_to_pulley_output_identical() {
 
 #[test]
 fn live_precopy_output_identical_and_precompiled_fast_path() {
-    assert!(root().join("target/debug/tracer").exists(), "tracer binary missing: run `cargo build --workspace --bins`");
+    assert!(tracer_bin().exists(), "tracer binary missing: run `cargo build --workspace --bins`");
     let mm = fixture("matmul.wasm");
     let args = ["300", "60"];
     let full = full_run(&mm, &args);
@@ -220,7 +220,7 @@ fn live_precopy_output_identical_and_precompiled_fast_path() {
 
 #[test]
 fn incompatible_destination_refused_before_the_task_stops() {
-    assert!(root().join("target/debug/tracer").exists(), "tracer binary missing: run `cargo build --workspace --bins`");
+    assert!(tracer_bin().exists(), "tracer binary missing: run `cargo build --workspace --bins`");
     let hc = fixture("hashchain.wasm");
     let full = full_run(&hc, HC_ARGS);
     // A destination with only the x86-64 baseline: compiled code using anything more cannot run there.
@@ -383,4 +383,12 @@ fn trigger_moves_highest_priority_then_largest_task() {
     assert_moved(&a, &b, &full);
     assert_eq!(a.state("low").as_deref(), Some("running"), "only one task per trigger");
     let _ = a.cmd().args(["kill", "--task", "low"]).output();
+}
+
+/// The workspace's `tracer` binary, next to this test's own target directory
+/// (`target/debug/deps/net-…` → `target/debug/tracer`), wherever CARGO_TARGET_DIR points.
+fn tracer_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let debug = exe.parent().and_then(|d| d.parent()).expect("target/debug");
+    debug.join("tracer")
 }
