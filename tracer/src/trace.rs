@@ -121,6 +121,9 @@ pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
         return Err(TraceError::Compat32 { pid });
     }
     if proc.exe() != exe {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() || proc.exe().is_none() {
+            return Err(TraceError::Attach(AttachError::Exited { pid }));
+        }
         return Err(TraceError::Execd { pid });
     }
     let mem = CachedMem::new(mem);
