@@ -14,6 +14,25 @@ pub mod k8s;
 pub mod record;
 pub mod audit;
 
+/// Writes a command's output to FILE, or to stdout; a closed pipe (`tracer … | head`)
+/// is not an error worth a message.
+pub fn emit(buf: &[u8], output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    match output {
+        Some(p) => std::fs::write(p, buf).with_context(|| format!("writing {}", p.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(buf).and_then(|_| out.flush()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Exit codes shared by every subcommand (DESIGN.md).
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_INCOMPATIBLE: u8 = 1;

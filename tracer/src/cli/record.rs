@@ -1,6 +1,6 @@
 //! `tracer record --pid PID --duration SECS [--sample HZ] [--block] [--json]`
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,17 +55,7 @@ impl RecordCommand {
             )?;
             crate::trace::write_human(&fs, &mut buf)?;
         }
-        match &self.output {
-            Some(p) => std::fs::write(p, &buf).with_context(|| format!("writing {}", p.display()))?,
-            None => {
-                let mut out = std::io::stdout().lock();
-                if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
-                    if e.kind() != std::io::ErrorKind::BrokenPipe {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
+        super::emit(&buf, self.output.as_deref())?;
         Ok(ExitCode::SUCCESS)
     }
 }

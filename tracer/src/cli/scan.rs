@@ -65,12 +65,7 @@ impl ScanCommand {
                 )?;
             }
         }
-        match &self.output {
-            Some(p) => std::fs::write(p, &buf).with_context(|| format!("writing {}", p.display()))?,
-            None => {
-                let _ = std::io::stdout().lock().write_all(&buf);
-            }
-        }
+        super::emit(&buf, self.output.as_deref())?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracer_lib::trace::{self, Options};
@@ -62,18 +61,7 @@ impl TraceCommand {
         } else {
             trace::write_human(&fs, &mut buf)?;
         }
-        match &self.output {
-            Some(p) => std::fs::write(p, &buf).with_context(|| format!("writing {}", p.display()))?,
-            None => {
-                let mut out = std::io::stdout().lock();
-                // A closed pipe (tracer … | head) is not an error worth a message.
-                if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
-                    if e.kind() != std::io::ErrorKind::BrokenPipe {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
+        super::emit(&buf, self.output.as_deref())?;
         Ok(ExitCode::SUCCESS)
     }
 }
