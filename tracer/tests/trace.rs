@@ -150,6 +150,7 @@ mod reachability {
         let full = trace(t.pid(), "full");
         let avx2 = full.get("avx2");
         assert_eq!(avx2.evidence[0].symbol, "dead_avx2");
+        assert!(avx2.evidence[0].addr.starts_with("0x4"), "non-PIE address: {:?}", avx2.evidence[0]);
         assert!(avx2.evidence[0].insn.starts_with("vpaddd ymm"), "{:?}", avx2.evidence[0]);
     }
 
