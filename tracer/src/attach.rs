@@ -17,6 +17,8 @@ pub enum AttachError {
     Zombie { pid: i32 },
     #[error("pid {pid} is a kernel thread: it has no user-space code to analyze")]
     KernelThread { pid: i32 },
+    #[error("process {pid} is a 32-bit program: only x86-64 processes are supported")]
+    Compat32 { pid: i32 },
     #[error("process {pid} exited while being traced")]
     Exited { pid: i32 },
     #[error(transparent)]
@@ -45,7 +47,7 @@ pub struct Snapshot {
     pub attach_us: u64,
 }
 
-/// Checks that `pid` is a live user-space process before touching it.
+/// Checks that `pid` is a live 64-bit user-space process before touching it.
 pub fn precheck(proc: &Proc) -> Result<(), AttachError> {
     let pid = proc.pid;
     let status = proc.status()?;
@@ -57,7 +59,25 @@ pub fn precheck(proc: &Proc) -> Result<(), AttachError> {
     if proc.stat_flags()? & PF_KTHREAD != 0 {
         return Err(AttachError::KernelThread { pid });
     }
+    let mut hdr = [0u8; 5];
+    if let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/exe")) {
+        use std::io::Read;
+        if f.read_exact(&mut hdr).is_ok() && &hdr[..4] == b"\x7fELF" && hdr[4] == 1 {
+            return Err(AttachError::Compat32 { pid });
+        }
+    }
     Ok(())
+}
+
+/// Opens the target's memory; EACCES/EPERM becomes the "run as root" error.
+pub fn open_mem(proc: &Proc) -> Result<ProcMem, AttachError> {
+    match proc.mem() {
+        Ok(m) => Ok(m),
+        Err(ProcError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(AttachError::PermissionDenied { pid: proc.pid })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Captures every thread's registers and stack. All threads are seized and interrupted

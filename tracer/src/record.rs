@@ -58,8 +58,6 @@ impl Default for RecordOptions {
 pub enum RecordError {
     #[error(transparent)]
     Attach(#[from] AttachError),
-    #[error("process {pid} is a 32-bit program: only x86-64 processes are supported")]
-    Compat32 { pid: i32 },
     #[error("permission denied tracing {pid}: run as root or grant CAP_SYS_PTRACE (and check /proc/sys/kernel/yama/ptrace_scope)")]
     PermissionDenied { pid: i32 },
     #[error("recording {pid}: {source}")]
@@ -245,13 +243,7 @@ pub fn record_pid(pid: i32, opts: &RecordOptions) -> Result<FeatureSet, RecordEr
     let proc = Proc::new(pid)?;
     attach::precheck(&proc)?;
     let exe = proc.exe();
-    let raw = match proc.mem() {
-        Ok(m) => m,
-        Err(ProcError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(RecordError::PermissionDenied { pid })
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let raw = attach::open_mem(&proc)?;
     let maps = proc.maps()?;
     let mem = CachedMem::new(proc.mem()?);
     let image = Image::load(&proc, &maps, &mem);
@@ -375,7 +367,7 @@ pub fn record_pid(pid: i32, opts: &RecordOptions) -> Result<FeatureSet, RecordEr
         };
         if regs.cs == 0x23 {
             drop(session);
-            return Err(RecordError::Compat32 { pid });
+            return Err(AttachError::Compat32 { pid }.into());
         }
         match opts.method {
             Method::Step => {

@@ -78,12 +78,8 @@ impl Default for Options {
 pub enum TraceError {
     #[error(transparent)]
     Attach(#[from] AttachError),
-    #[error("process {pid} is a 32-bit program: only x86-64 processes are supported")]
-    Compat32 { pid: i32 },
     #[error("process {pid} replaced its program (exec) while being traced: run tracer again")]
     Execd { pid: i32 },
-    #[error("permission denied reading the memory of {pid}: run as root or grant CAP_SYS_PTRACE (and check /proc/sys/kernel/yama/ptrace_scope)")]
-    PermissionDenied { pid: i32 },
 }
 
 impl From<ProcError> for TraceError {
@@ -98,27 +94,11 @@ pub fn trace_pid(pid: i32, opts: &Options) -> Result<FeatureSet, TraceError> {
     let proc = Proc::new(pid)?;
     attach::precheck(&proc)?;
     let exe = proc.exe();
-    if let Some(e) = &exe {
-        let mut hdr = [0u8; 5];
-        if let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/exe")) {
-            use std::io::Read;
-            if f.read_exact(&mut hdr).is_ok() && &hdr[..4] == b"\x7fELF" && hdr[4] == 1 {
-                return Err(TraceError::Compat32 { pid });
-            }
-        }
-        let _ = e;
-    }
-    let mem = match proc.mem() {
-        Ok(m) => m,
-        Err(ProcError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(TraceError::PermissionDenied { pid })
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let mem = attach::open_mem(&proc)?;
     let maps = proc.maps()?;
     let snapshot = attach::capture(&proc, &maps, &mem, opts.stack_bytes)?;
     if snapshot.threads.iter().any(|t| t.regs.cs == 0x23) {
-        return Err(TraceError::Compat32 { pid });
+        return Err(AttachError::Compat32 { pid }.into());
     }
     if proc.exe() != exe {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() || proc.exe().is_none() {

@@ -124,18 +124,7 @@ impl SeizedThread {
 
     /// Registers of the stopped thread.
     pub fn regs(&self) -> Result<Regs, PtraceError> {
-        let r = ptrace::getregs(self.tid)
-            .map_err(|errno| PtraceError::Syscall { call: "PTRACE_GETREGS", tid: self.tid(), errno })?;
-        Ok(Regs {
-            rip: r.rip,
-            rsp: r.rsp,
-            rbp: r.rbp,
-            cs: r.cs,
-            gprs: [
-                r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13,
-                r.r14, r.r15,
-            ],
-        })
+        regs_of(self.tid())
     }
 
     /// Detaches now (also done on drop).
@@ -164,6 +153,22 @@ impl Drop for SeizedThread {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// Registers of a thread in a ptrace stop (PTRACE_GETREGS).
+pub fn regs_of(tid: i32) -> Result<Regs, PtraceError> {
+    let r = ptrace::getregs(Pid::from_raw(tid))
+        .map_err(|errno| PtraceError::Syscall { call: "PTRACE_GETREGS", tid, errno })?;
+    Ok(Regs {
+        rip: r.rip,
+        rsp: r.rsp,
+        rbp: r.rbp,
+        cs: r.cs,
+        gprs: [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
+            r.r15,
+        ],
+    })
 }
 
 /// Waits for the next event of any traced thread (`waitpid(-1, __WALL)`).

@@ -118,17 +118,7 @@ impl StepSession {
 
     /// Registers of a stopped thread.
     pub fn regs(&self, tid: i32) -> Result<Regs, PtraceError> {
-        let r = ptrace::getregs(Pid::from_raw(tid)).map_err(|e| err("PTRACE_GETREGS", tid, e))?;
-        Ok(Regs {
-            rip: r.rip,
-            rsp: r.rsp,
-            rbp: r.rbp,
-            cs: r.cs,
-            gprs: [
-                r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13,
-                r.r14, r.r15,
-            ],
-        })
+        super::ptrace::regs_of(tid)
     }
 
     /// Resumes a stopped thread, delivering `sig` (a signal it stopped with) if any.
