@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use crate::record::{self, Method, RecordOptions};
 
+/// How to record: shared by `tracer record` and `tracer audit`.
 #[derive(Args, Debug)]
-pub struct RecordCommand {
-    /// Process to record.
-    #[arg(long, allow_hyphen_values = true)]
-    pub pid: i32,
+pub struct RecordArgs {
     /// How long to observe the process, in seconds (fractions allowed).
     #[arg(long, default_value_t = 2.0)]
     pub duration: f64,
@@ -24,6 +22,29 @@ pub struct RecordCommand {
     /// Branch-step (PTRACE_SINGLEBLOCK) instead of single-stepping.
     #[arg(long)]
     pub block: bool,
+}
+
+impl RecordArgs {
+    /// The recorder's options; bad values are errors.
+    pub fn options(&self) -> Result<RecordOptions> {
+        anyhow::ensure!(self.duration.is_finite() && self.duration > 0.0, "--duration must be a positive number of seconds");
+        let method = match (self.sample, self.block) {
+            (Some(0), _) => anyhow::bail!("--sample needs a rate above 0 Hz"),
+            (Some(hz), _) => Method::Sample { hz },
+            (None, true) => Method::Block,
+            (None, false) => Method::Step,
+        };
+        Ok(RecordOptions { duration: Duration::from_secs_f64(self.duration), method })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RecordCommand {
+    /// Process to record.
+    #[arg(long, allow_hyphen_values = true)]
+    pub pid: i32,
+    #[command(flatten)]
+    pub record: RecordArgs,
     /// Print the feature-set JSON (mode "record") instead of the human summary.
     #[arg(long)]
     pub json: bool,
@@ -34,14 +55,7 @@ pub struct RecordCommand {
 
 impl RecordCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        anyhow::ensure!(self.duration.is_finite() && self.duration > 0.0, "--duration must be a positive number of seconds");
-        let method = match (self.sample, self.block) {
-            (Some(0), _) => anyhow::bail!("--sample needs a rate above 0 Hz"),
-            (Some(hz), _) => Method::Sample { hz },
-            (None, true) => Method::Block,
-            (None, false) => Method::Step,
-        };
-        let opts = RecordOptions { duration: Duration::from_secs_f64(self.duration), method };
+        let opts = self.record.options()?;
         let fs = record::record_pid(self.pid, &opts)?;
         let mut buf = Vec::new();
         if self.json {
