@@ -490,6 +490,16 @@ impl Task {
     /// Captures a stopped task into an image. The task stays stopped: run
     /// it again to continue, or drop it.
     pub fn capture(&mut self) -> Result<Image, TaskError> {
+        self.capture_image(true)
+    }
+
+    /// Like [`Task::capture`], but memory is not stored (every chunk empty,
+    /// `pages_total` still the real size): the caller sends pages itself.
+    pub fn capture_state(&mut self) -> Result<Image, TaskError> {
+        self.capture_image(false)
+    }
+
+    fn capture_image(&mut self, with_memory: bool) -> Result<Image, TaskError> {
         let stack = self.rewind_pending.clone().ok_or_else(|| TaskError::Checkpoint("task is not stopped".into()))?;
         let mut globals = Vec::new();
         for (name, g) in &self.globals {
@@ -504,10 +514,19 @@ impl Task {
         }
         let region = self.store.data().region.ok_or_else(|| TaskError::Checkpoint("no region".into()))?;
         let wasi_state = self.store.data_mut().wasi.snapshot();
-        let mem = self.store.data().memory.ok_or_else(|| TaskError::Runtime("no memory".into()))?;
-        let data = mem.data(&self.store);
-        let skip = region.0 as usize / PAGE..(region.0 as usize + region.1 as usize + 8).div_ceil(PAGE);
-        let (pages_total, chunks) = Image::compress_memory(data, skip, zstd_level())?;
+        let (pages_total, chunks) = if with_memory {
+            let mem = self.store.data().memory.ok_or_else(|| TaskError::Runtime("no memory".into()))?;
+            let data = mem.data(&self.store);
+            let skip = region.0 as usize / PAGE..(region.0 as usize + region.1 as usize + 8).div_ceil(PAGE);
+            Image::compress_memory(data, skip, zstd_level())?
+        } else {
+            let pages_total = (self.memory().len() / PAGE) as u32;
+            let n_chunks = (pages_total as usize).div_ceil(crate::image::CHUNK_PAGES);
+            let chunks = (0..n_chunks)
+                .map(|_| crate::image::Chunk { present: Vec::new(), data: crate::image::Bytes::new(Vec::new()) })
+                .collect();
+            (pages_total, chunks)
+        };
         let mut module_hash = [0u8; 32];
         hex::decode_to_slice(&self.module_hash, &mut module_hash).map_err(|e| TaskError::Checkpoint(e.to_string()))?;
         Ok(Image {
@@ -603,44 +622,4 @@ impl Task {
         }
     }
 
-    /// Like [`Task::capture`], but memory is not stored (every chunk empty,
-    /// `pages_total` still the real size): the caller sends pages itself.
-    pub fn capture_state(&mut self) -> Result<Image, TaskError> {
-        let stack = self.rewind_pending.clone().ok_or_else(|| TaskError::Checkpoint("task is not stopped".into()))?;
-        let mut globals = Vec::new();
-        for (name, g) in &self.globals {
-            let (ty, bits) = match g.get(&mut self.store) {
-                Val::I32(v) => ("i32", v as u32 as u64),
-                Val::I64(v) => ("i64", v as u64),
-                Val::F32(v) => ("f32", v as u64),
-                Val::F64(v) => ("f64", v),
-                other => return Err(TaskError::Checkpoint(format!("global {name} has unsupported type {:?}", other.ty(&self.store)))),
-            };
-            globals.push(GlobalValue { name: name.clone(), ty: ty.into(), bits });
-        }
-        let region = self.store.data().region.ok_or_else(|| TaskError::Checkpoint("no region".into()))?;
-        let wasi_state = self.store.data_mut().wasi.snapshot();
-        let pages_total = (self.memory().len() / PAGE) as u32;
-        let n_chunks = (pages_total as usize).div_ceil(crate::image::CHUNK_PAGES);
-        let chunks = (0..n_chunks).map(|_| crate::image::Chunk { present: Vec::new(), data: crate::image::Bytes::new(Vec::new()) }).collect();
-        let mut module_hash = [0u8; 32];
-        hex::decode_to_slice(&self.module_hash, &mut module_hash).map_err(|e| TaskError::Checkpoint(e.to_string()))?;
-        Ok(Image {
-            module_hash,
-            meta: ImageMeta {
-                name: self.name.clone(),
-                priority: self.priority,
-                module_path: self.module_path.clone(),
-                taken_under: self.kind.as_str().into(),
-                created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-                generation: self.generation + 1,
-                globals,
-                asyncify_region: region,
-                wasi: wasi_state,
-            },
-            pages_total,
-            chunks,
-            stack,
-        })
-    }
 }
