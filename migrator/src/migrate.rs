@@ -23,13 +23,12 @@ use serde::Serialize;
 
 use crate::control::TaskInfo;
 use crate::engine::{self, EngineKind, LoadedModule, TASK_THREAD_STACK};
-use crate::error::TaskError;
 use crate::image::{Image, PAGE};
 use crate::net::frame::{DataWriter, Framed, FrameError, KIND_DATA, KIND_MSG, MAX_FRAME, PRE_AUTH_LIMIT};
 use crate::net::protocol::*;
 use crate::net::{self, auth};
-use crate::runner::{RunningTask, TaskEnd};
-use crate::task::{write_image_file, CheckpointInfo, RunOutcome, Task};
+use crate::runner::{set_state, RunningTask, TaskEnd};
+use crate::task::Task;
 
 /// `[Migration] ...` progress lines on stderr (the seed's familiar format).
 macro_rules! say {
@@ -97,10 +96,6 @@ impl Hooks {
     }
 }
 
-fn set_state(info: &Mutex<TaskInfo>, f: impl FnOnce(&mut TaskInfo)) {
-    f(&mut info.lock().unwrap_or_else(|e| e.into_inner()));
-}
-
 /// Starts `task` on its thread: like [`crate::runner::spawn`] (checkpoint
 /// requests are served the same way), plus [`Hooks`] for migration.
 pub fn spawn(task: Task, info: TaskInfo, lm: LoadedModule) -> std::io::Result<(RunningTask, Arc<Hooks>)> {
@@ -112,92 +107,33 @@ pub fn spawn(task: Task, info: TaskInfo, lm: LoadedModule) -> std::io::Result<(R
     let join = std::thread::Builder::new()
         .name(format!("task-{}", task.name))
         .stack_size(TASK_THREAD_STACK)
-        .spawn(move || drive(task, &info2, rx))?;
+        .spawn(move || crate::runner::drive(task, &info2, |task| run_jobs(task, &info2, &rx)))?;
     Ok((RunningTask { handle, info, join: Some(join) }, hooks))
 }
 
-fn drive(mut task: Task, info: &Mutex<TaskInfo>, rx: mpsc::Receiver<Job>) -> TaskEnd {
-    let handle = task.handle();
-    let end = 'outer: loop {
-        match task.run() {
-            Ok(RunOutcome::Exited(code)) => {
-                set_state(info, |i| {
-                    i.state = "exited".into();
-                    i.exit_code = Some(code);
-                });
-                break TaskEnd::Exited(code);
-            }
-            Ok(RunOutcome::Stopped) => {
-                // Migration jobs first: a held task waits here.
-                let mut next = rx.try_recv().ok();
-                while let Some(job) = next.take() {
-                    match job(&mut task) {
-                        After::Resume => next = rx.try_recv().ok(),
-                        After::Hold => {
-                            set_state(info, |i| i.state = "migrating".into());
-                            next = rx.recv().ok();
-                            set_state(info, |i| i.state = "running".into());
-                        }
-                        After::Migrated(dest) => {
-                            set_state(info, |i| {
-                                i.state = "migrated".into();
-                                i.image = Some(format!("tcp://{dest}"));
-                            });
-                            break 'outer TaskEnd::Checkpointed(PathBuf::from(format!("tcp://{dest}")));
-                        }
-                    }
-                }
-                let pending = handle.control().pending.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let Some(p) = pending else { continue };
-                let stop_us = task.last_stop_latency().map(|d| d.as_micros() as u64).unwrap_or(0);
-                let t = Instant::now();
-                let result = task.capture().map_err(|e| e.to_string()).and_then(|img| {
-                    let bytes = write_image_file(&p.output, &img).map_err(|e| e.to_string())?;
-                    Ok(CheckpointInfo {
-                        image: p.output.display().to_string(),
-                        bytes,
-                        memory_pages: img.pages_total,
-                        stored_pages: img.stored_pages(),
-                        stop_us,
-                        capture_us: t.elapsed().as_micros() as u64,
-                        leave_running: p.leave_running,
-                    })
-                });
-                if let Err(e) = &result {
-                    log::warn!("checkpoint of {} failed, task resumes: {e}", task.name);
-                }
-                if result.is_ok() && !p.leave_running {
-                    set_state(info, |i| {
-                        i.state = "checkpointed".into();
-                        i.image = Some(p.output.display().to_string());
-                    });
-                    let _ = p.reply.send(result);
-                    break TaskEnd::Checkpointed(p.output);
-                }
-                let _ = p.reply.send(result);
+/// Migration jobs queued for a stopped task; a held task waits here for the next one.
+/// Returns the task's end when it migrated.
+fn run_jobs(task: &mut Task, info: &Mutex<TaskInfo>, rx: &mpsc::Receiver<Job>) -> Option<TaskEnd> {
+    let mut next = rx.try_recv().ok();
+    while let Some(job) = next.take() {
+        match job(task) {
+            After::Resume => next = rx.try_recv().ok(),
+            After::Hold => {
+                set_state(info, |i| i.state = "migrating".into());
+                next = rx.recv().ok();
                 set_state(info, |i| i.state = "running".into());
             }
-            Err(TaskError::Killed) => {
-                set_state(info, |i| i.state = "killed".into());
-                break TaskEnd::Killed;
-            }
-            Err(e) => {
+            After::Migrated(dest) => {
                 set_state(info, |i| {
-                    i.state = "failed".into();
-                    i.error = Some(e.to_string());
+                    i.state = "migrated".into();
+                    i.image = Some(format!("tcp://{dest}"));
                 });
-                break TaskEnd::Failed(e);
+                return Some(TaskEnd::Checkpointed(PathBuf::from(format!("tcp://{dest}"))));
             }
         }
-    };
-    if let Some(p) = handle.control().pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        let _ = p.reply.send(Err("task ended before it could be checkpointed".into()));
     }
-    end
+    None
 }
-
-// ---------------------------------------------------------------------------
-// Shared helpers
 
 fn compat_hash(e: &wasmtime::Engine) -> String {
     use std::hash::{Hash, Hasher};

@@ -31,7 +31,7 @@ pub struct RunningTask {
     pub join: Option<JoinHandle<TaskEnd>>,
 }
 
-fn set_state(info: &Mutex<TaskInfo>, f: impl FnOnce(&mut TaskInfo)) {
+pub(crate) fn set_state(info: &Mutex<TaskInfo>, f: impl FnOnce(&mut TaskInfo)) {
     f(&mut info.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
@@ -43,11 +43,14 @@ pub fn spawn(task: Task, info: TaskInfo) -> std::io::Result<RunningTask> {
     let join = std::thread::Builder::new()
         .name(format!("task-{}", task.name))
         .stack_size(TASK_THREAD_STACK)
-        .spawn(move || drive(task, &info2))?;
+        .spawn(move || drive(task, &info2, |_| None))?;
     Ok(RunningTask { handle, info, join: Some(join) })
 }
 
-fn drive(mut task: Task, info: &Mutex<TaskInfo>) -> TaskEnd {
+/// Runs the task until it ends, serving checkpoint requests whenever it stops.
+/// `on_stop` runs first at every stop (the migration driver's jobs); returning
+/// an end ends the task there.
+pub(crate) fn drive(mut task: Task, info: &Mutex<TaskInfo>, mut on_stop: impl FnMut(&mut Task) -> Option<TaskEnd>) -> TaskEnd {
     let handle = task.handle();
     let end = loop {
         match task.run() {
@@ -59,6 +62,9 @@ fn drive(mut task: Task, info: &Mutex<TaskInfo>) -> TaskEnd {
                 break TaskEnd::Exited(code);
             }
             Ok(RunOutcome::Stopped) => {
+                if let Some(end) = on_stop(&mut task) {
+                    break end;
+                }
                 let stop_us = task.last_stop_latency().map(|d| d.as_micros() as u64).unwrap_or(0);
                 let pending = handle.control().pending.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let Some(p) = pending else { continue };
