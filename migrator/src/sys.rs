@@ -17,21 +17,32 @@ pub fn deserialize_cached(engine: &wasmtime::Engine, path: &Path) -> wasmtime::R
 /// THP mode is usually `madvise`): filling a fresh 64 MiB buffer then takes
 /// 32 faults instead of 16384. Purely advisory; errors are ignored.
 pub fn advise_hugepages(buf: &mut [u8]) {
-    const PAGE: usize = 4096;
     if !thp_wanted() {
         return;
     }
-    let start = buf.as_mut_ptr() as usize;
+    // SAFETY: the range is `buf`, which we borrow mutably, so it is mapped and
+    // ours; MADV_HUGEPAGE only changes how the kernel backs the pages, never
+    // their contents or protection.
+    unsafe { advise_whole_pages(buf.as_mut_ptr() as usize, buf.len(), libc::MADV_HUGEPAGE) }
+}
+
+/// `madvise(advice)` on the whole 4 KiB pages inside `[start, start + len)`
+/// (a range smaller than one page is left alone). Errors are ignored: every
+/// use is advisory.
+///
+/// # Safety
+/// `[start, start + len)` must lie inside one allocation this process owns,
+/// and `advice` must not change what Rust code can observe of its contents
+/// (e.g. MADV_HUGEPAGE, MADV_POPULATE_WRITE).
+unsafe fn advise_whole_pages(start: usize, len: usize, advice: libc::c_int) {
+    const PAGE: usize = 4096;
     let aligned = start.next_multiple_of(PAGE);
-    let end = (start + buf.len()) / PAGE * PAGE;
-    if end <= aligned {
-        return;
-    }
-    // SAFETY: the range lies inside `buf`, which we borrow mutably, so it
-    // is mapped and ours; MADV_HUGEPAGE only changes how the kernel backs
-    // the pages, never their contents or protection.
-    unsafe {
-        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+    let end = (start + len) / PAGE * PAGE;
+    if end > aligned {
+        // SAFETY: [aligned, end) lies inside the caller's range (see # Safety).
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, end - aligned, advice);
+        }
     }
 }
 
@@ -41,21 +52,10 @@ pub fn huge_with_capacity(len: usize) -> Vec<u8> {
     if !thp_wanted() {
         return v;
     }
-    let cap = v.capacity();
-    let ptr = v.as_mut_ptr() as usize;
-    {
-        const PAGE: usize = 4096;
-        let aligned = ptr.next_multiple_of(PAGE);
-        let end = (ptr + cap) / PAGE * PAGE;
-        if end > aligned {
-            // SAFETY: [aligned, end) lies inside the allocation `v` owns
-            // (capacity `cap`), which is mapped; MADV_HUGEPAGE is advisory
-            // and does not touch the (uninitialised) contents.
-            unsafe {
-                libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
+    // SAFETY: the range is the allocation `v` owns (its capacity), which is
+    // mapped; MADV_HUGEPAGE is advisory and does not touch the (uninitialised)
+    // contents.
+    unsafe { advise_whole_pages(v.as_mut_ptr() as usize, v.capacity(), libc::MADV_HUGEPAGE) }
     v
 }
 
@@ -82,41 +82,28 @@ pub fn thread_cpu_time() -> std::time::Duration {
 /// Linux 5.14+): much cheaper than taking one page fault per 4 KiB while
 /// filling fresh memory. Advisory; errors (older kernels) are ignored.
 pub fn populate_write(buf: &mut [u8]) {
-    const PAGE: usize = 4096;
-    if std::env::var_os("MIGRATOR_POPULATE").is_some_and(|v| v == "0") {
+    if !populate_wanted() {
         return;
     }
-    let start = buf.as_mut_ptr() as usize;
-    let aligned = start.next_multiple_of(PAGE);
-    let end = (start + buf.len()) / PAGE * PAGE;
-    if end <= aligned {
-        return;
-    }
-    // SAFETY: the range lies inside `buf`, which we borrow mutably, so it is
-    // mapped writable memory of ours; populating only faults pages in and
-    // never changes their contents.
-    unsafe {
-        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_POPULATE_WRITE);
-    }
+    // SAFETY: the range is `buf`, which we borrow mutably, so it is mapped
+    // writable memory of ours; populating only faults pages in and never
+    // changes their contents.
+    unsafe { advise_whole_pages(buf.as_mut_ptr() as usize, buf.len(), libc::MADV_POPULATE_WRITE) }
+}
+
+/// `MIGRATOR_POPULATE=0` turns pre-faulting off.
+fn populate_wanted() -> bool {
+    !std::env::var_os("MIGRATOR_POPULATE").is_some_and(|v| v == "0")
 }
 
 /// [`populate_write`] for the spare capacity of `v` (before reading into it).
 pub fn populate_spare(v: &mut Vec<u8>) {
-    const PAGE: usize = 4096;
-    if std::env::var_os("MIGRATOR_POPULATE").is_some_and(|v| v == "0") {
+    if !populate_wanted() {
         return;
     }
     let spare = v.spare_capacity_mut();
-    let start = spare.as_mut_ptr() as usize;
-    let aligned = start.next_multiple_of(PAGE);
-    let end = (start + spare.len()) / PAGE * PAGE;
-    if end <= aligned {
-        return;
-    }
-    // SAFETY: the range lies inside the spare capacity of `v`, which we
-    // borrow mutably: allocated, writable, ours. Populating faults the pages
-    // in (zero-filled by the kernel) and reads or writes no Rust value.
-    unsafe {
-        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_POPULATE_WRITE);
-    }
+    // SAFETY: the range is the spare capacity of `v`, which we borrow
+    // mutably: allocated, writable, ours. Populating faults the pages in
+    // (zero-filled by the kernel) and reads or writes no Rust value.
+    unsafe { advise_whole_pages(spare.as_mut_ptr() as usize, spare.len(), libc::MADV_POPULATE_WRITE) }
 }
