@@ -9,6 +9,11 @@
 //!   Every image that parses is decompressed and restored (`Task::restore`).
 //! - `restore_refuses_path_escape`: images whose WASI state names a file or directory outside
 //!   its preopen (`../x`, `/etc/passwd`, `a/../../x`) are refused on restore.
+//! - `net_frames`: byte streams of valid handover frames (messages, module/image/pages data),
+//!   mutated (length fields 0, 2^31, 2^32-1, limit ± 1, bad checksums, wrong kinds, hostile
+//!   page counts, truncation, splices) or random, read over loopback TCP by `Framed` (as after
+//!   and before authentication); every frame read goes through `serde_json::from_slice::<Msg>`
+//!   or `protocol::decode_pages`, as the destination does.
 //!
 //! Budget: `FUZZ_SECS` (default 3), `FUZZ_CASES`, `FUZZ_SEED` as in tracer/tests/fuzz.rs; one
 //! `RELIABILITY fuzz ...` line per target for scripts/reliability.sh.
@@ -22,6 +27,8 @@ use std::time::{Duration, Instant};
 use migrator::bench::sink_stdio;
 use migrator::engine::{self, EngineKind, LoadedModule};
 use migrator::image::PAGE;
+use migrator::net::frame::{FrameError, Framed, KIND_DATA, KIND_MSG, MAX_FRAME, PRE_AUTH_LIMIT};
+use migrator::net::protocol::{decode_pages, encode_pages, Msg, STREAM_CODE, STREAM_IMAGE, STREAM_MODULE, STREAM_PAGES};
 use migrator::wasi::{FdEntry, FdKind, Preopen};
 use migrator::{Image, RunOutcome, Task, TaskOptions};
 
@@ -349,4 +356,286 @@ fn restore_refuses_path_escape() {
         }
     }
     println!("RELIABILITY security path_escape cases={tried} failures=0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network frames
+
+/// Messages as the peers send them (JSON text, so the samples do not depend on the Rust types).
+const MSGS: &[&str] = &[
+    r#"{"type":"hello","version":1,"nonce":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}"#,
+    r#"{"type":"challenge","nonce":"abcd","proof":"0011"}"#,
+    r#"{"type":"auth","proof":"ffee"}"#,
+    r#"{"type":"welcome","host":{"hostname":"b","arch":"x86_64","engine":"pulley","compat":{"pulley":"ab12"},"image_version":1,"features":{"schema":"featureset/1","features":[{"name":"avx2"}]},"features_error":null}}"#,
+    r#"{"type":"offer","id":"m-1","name":"t","priority":0,"module_hash":"aa","module_len":123,"code":"portable","code_len":0,"live":true,"memory_bytes":1048576}"#,
+    r#"{"type":"accept"}"#,
+    r#"{"type":"refuse","reason":"no"}"#,
+    r#"{"type":"module_done"}"#,
+    r#"{"type":"ready","load_ms":1.5,"code":"precompiled"}"#,
+    r#"{"type":"round_done","round":2,"pages":17}"#,
+    r#"{"type":"state_done","live":false,"image_bytes":4096}"#,
+    r#"{"type":"restored","restore_us":100}"#,
+    r#"{"type":"commit"}"#,
+    r#"{"type":"started","start_us":5}"#,
+    r#"{"type":"abort","reason":"x"}"#,
+    r#"{"type":"status","id":"m-1"}"#,
+    r#"{"type":"status_reply","id":"m-1","state":"started"}"#,
+    r#"{"type":"error","message":"e"}"#,
+];
+
+/// One frame as `Framed::send_raw` writes it.
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend_from_slice(payload);
+    let mut f = ((body.len()) as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(&body);
+    f.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    f
+}
+
+/// A valid stream of 1-6 frames; returns the bytes and each frame's offset.
+fn frame_stream(rng: &mut Rng) -> (Vec<u8>, Vec<usize>) {
+    let (mut out, mut offs) = (Vec::new(), Vec::new());
+    for _ in 0..1 + rng.below(6) {
+        offs.push(out.len());
+        let f = match rng.below(4) {
+            0 | 1 => frame(KIND_MSG, MSGS[rng.below(MSGS.len())].as_bytes()),
+            2 => {
+                // Pages: a few pages, mostly zeros with some random bytes (compresses like real memory).
+                let n = rng.below(4);
+                let idx: Vec<u32> = (0..n).map(|_| rng.below(70000) as u32).collect();
+                let mut data = vec![0u8; n * PAGE];
+                for _ in 0..rng.below(64) {
+                    let i = rng.below(data.len().max(1));
+                    if let Some(b) = data.get_mut(i) {
+                        *b = rng.next() as u8;
+                    }
+                }
+                let mut p = vec![STREAM_PAGES];
+                p.extend(encode_pages(&idx, &data, 1).unwrap());
+                frame(KIND_DATA, &p)
+            }
+            _ => {
+                let stream = [STREAM_MODULE, STREAM_CODE, STREAM_IMAGE][rng.below(3)];
+                let mut p = vec![stream];
+                let n = if rng.chance(50) { MAX_FRAME - 2 } else { rng.below(3000) };
+                p.extend((0..n).map(|i| i as u8));
+                frame(KIND_DATA, &p)
+            }
+        };
+        out.extend(f);
+    }
+    (out, offs)
+}
+
+fn mutate_frames(rng: &mut Rng, data: &mut Vec<u8>, offs: &[usize], limit: usize) {
+    for _ in 0..1 + rng.below(3) {
+        let len = data.len();
+        if len == 0 {
+            return;
+        }
+        let o = offs[rng.below(offs.len())];
+        let flen = data.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).unwrap_or(0);
+        // Whether to recompute this frame's CRC afterwards (so the content decoders are reached).
+        let mut fix = rng.below(4) != 0;
+        match rng.below(9) {
+            0 | 1 => {
+                // The length field: 0, 2^31, 2^32-1, the limit ± 1, near the real length, ...
+                let v = match rng.below(4) {
+                    0 => [0, 1, 0x8000_0000, 0xffff_ffff][rng.below(4)],
+                    1 => (limit as u32).wrapping_add(rng.below(3) as u32).wrapping_sub(1),
+                    _ => rng.interesting32(flen),
+                };
+                if o + 4 <= len {
+                    data[o..o + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                fix = false;
+            }
+            2 => {
+                // A wrong kind.
+                if o + 4 < len {
+                    data[o + 4] = [0, 3, 255, KIND_MSG, KIND_DATA][rng.below(5)];
+                }
+            }
+            3 => {
+                // Pages header: hostile page count, or page indices.
+                if data.get(o + 5) == Some(&STREAM_PAGES) && o + 10 <= len {
+                    let at = if rng.chance(2) { o + 6 } else { (o + 10 + 4 * rng.below(4)).min(len - 4) };
+                    let v = [0u32, 1, 64, 65, 66, 4096, 0x8000_0000, 0xffff_ffff, rng.next() as u32][rng.below(9)];
+                    data[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            4 => {
+                // Inside a payload (JSON syntax characters, digits, ...).
+                let end = (o + 5 + flen.min(4096)).min(len);
+                if end > o + 5 {
+                    let i = o + 5 + rng.below(end - o - 5);
+                    const SYN: &[u8] = b"{}[]\":,0123456789-e.nul\\tfa";
+                    data[i] = SYN[rng.below(SYN.len())];
+                }
+            }
+            5 => {
+                let i = rng.below(len);
+                data[i] ^= 1 << rng.below(8);
+                fix = false;
+            }
+            6 => {
+                // Splice: a frame repeated, or bytes from elsewhere.
+                let a = rng.below(len);
+                let b = (a + rng.below(64)).min(len);
+                let chunk = data[a..b].to_vec();
+                let at = rng.below(len);
+                data.splice(at..at, chunk);
+                fix = false;
+            }
+            7 => {
+                // Checksum only.
+                if o + 8 + flen <= len {
+                    data[o + 4 + flen] ^= 0x5a;
+                }
+                fix = false;
+            }
+            _ => {
+                data.truncate(rng.below(len));
+                fix = false;
+            }
+        }
+        if fix && o + 8 + flen <= data.len() && flen > 0 {
+            let c = crc32fast::hash(&data[o + 4..o + 4 + flen]);
+            data[o + 4 + flen..o + 8 + flen].copy_from_slice(&c.to_le_bytes());
+        }
+    }
+}
+
+#[derive(Default)]
+struct FrameStats {
+    frames: u64,
+    msgs: u64,
+    pages: u64,
+    refused: u64,
+}
+
+/// Sends `bytes` over loopback TCP and reads them with `Framed` at `limit`, decoding every frame
+/// as the destination does. Returns the frames read (kind, payload).
+fn read_frames(l: &std::net::TcpListener, bytes: &[u8], limit: usize, typed: bool, st: &mut FrameStats) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Write;
+    let mut tx = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (rx, _) = l.accept().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // The reader may stop early (refused frame): a broken pipe here is expected.
+            let _ = tx.write_all(bytes);
+            let _ = tx.shutdown(std::net::Shutdown::Write);
+        });
+        // Owned by this closure, so an early return or a panic closes it and unblocks the writer.
+        let mut c = Framed::new(rx).unwrap();
+        c.limit = limit;
+        c.set_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        loop {
+            if typed {
+                // `Framed::recv`: the reader of every handshake step.
+                match c.recv::<Msg>() {
+                    Ok(_) => st.msgs += 1,
+                    Err(FrameError::Closed) => break,
+                    Err(FrameError::Io(e)) => panic!("read failed (hang or I/O error): {e}"),
+                    Err(_) => {
+                        st.refused += 1;
+                        break;
+                    }
+                }
+                continue;
+            }
+            let (kind, p) = match c.recv_raw() {
+                Ok(x) => x,
+                Err(FrameError::Closed) => break,
+                Err(FrameError::Io(e)) => panic!("read failed (hang or I/O error): {e}"),
+                Err(FrameError::Oversized { len, limit: l }) => {
+                    assert!(len > l, "frame of {len} bytes refused as oversized under the limit {l}");
+                    st.refused += 1;
+                    break;
+                }
+                Err(_) => {
+                    st.refused += 1;
+                    break;
+                }
+            };
+            st.frames += 1;
+            assert!(p.len() < limit, "frame of {} bytes accepted over the limit {limit}", p.len() + 1);
+            match (kind, p.first()) {
+                (KIND_MSG, _) => st.msgs += serde_json::from_slice::<Msg>(&p).is_ok() as u64,
+                (KIND_DATA, Some(&STREAM_PAGES)) => {
+                    if let Ok((idx, data)) = decode_pages(&p[1..], PAGE, MAX_FRAME / PAGE + 1) {
+                        assert_eq!(data.len(), idx.len() * PAGE, "decode_pages: data does not match the page count");
+                        st.pages += idx.len() as u64;
+                    }
+                }
+                _ => {}
+            }
+            got.push((kind, p));
+        }
+        got
+    })
+}
+
+#[test]
+fn net_frames() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Control: an unmutated stream reads back frame for frame, and every sample message parses.
+    let mut rng = Rng(7);
+    let (clean, offs) = frame_stream(&mut rng);
+    let mut st = FrameStats::default();
+    assert_eq!(read_frames(&l, &clean, MAX_FRAME, false, &mut st).len(), offs.len(), "a valid stream did not read back");
+    for m in MSGS {
+        serde_json::from_str::<Msg>(m).unwrap_or_else(|e| panic!("sample message {m} does not parse: {e}"));
+    }
+    let (secs, max_cases, seed) = budget();
+    LARGEST.store(0, Ordering::Relaxed);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| eprintln!("fuzz: panic: {}", format!("{info}").lines().next().unwrap_or(""))));
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    let mut st = FrameStats::default();
+    let mut failures = Vec::new();
+    while n < max_cases && t0.elapsed() < Duration::from_secs_f64(secs) {
+        let s = seed.wrapping_add(n);
+        CASE.store(s, Ordering::Relaxed);
+        let mut rng = Rng(s);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let limit = if rng.chance(3) { PRE_AUTH_LIMIT } else { MAX_FRAME };
+            let bytes = if rng.chance(10) {
+                (0..rng.below(9000)).map(|_| rng.next() as u8).collect()
+            } else {
+                let (mut b, offs) = frame_stream(&mut rng);
+                mutate_frames(&mut rng, &mut b, &offs, limit);
+                b
+            };
+            // Pages also straight into the decoder, with hostile counts and any page size.
+            let mut pages = bytes.clone();
+            pages.truncate(rng.below(pages.len() + 1));
+            if pages.len() >= 4 && rng.chance(2) {
+                let v = rng.interesting32(pages.len());
+                pages[..4].copy_from_slice(&v.to_le_bytes());
+            }
+            let _ = decode_pages(&pages, [1, 4096, PAGE][rng.below(3)], [0, 1, MAX_FRAME / PAGE + 1][rng.below(3)]);
+            read_frames(&l, &bytes, limit, rng.chance(4), &mut st);
+        }));
+        if let Err(e) = r {
+            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            failures.push(format!("net_frames: FUZZ_SEED={s} FUZZ_CASES=1: {}", msg.unwrap_or_default()));
+        }
+        n += 1;
+    }
+    std::panic::set_hook(prev);
+    println!(
+        "RELIABILITY fuzz net_frames cases={n} secs={:.1} failures={} max_alloc={} seed={seed} frames={} msgs={} pages={} refused={}",
+        t0.elapsed().as_secs_f64(),
+        failures.len(),
+        LARGEST.load(Ordering::Relaxed),
+        st.frames,
+        st.msgs,
+        st.pages,
+        st.refused
+    );
+    assert!(failures.is_empty(), "{} of {n} cases panicked:\n{}", failures.len(), failures.join("\n"));
 }

@@ -136,8 +136,11 @@ impl Framed {
             Err(e) => return Err(e.into()),
         }
         let len = u32::from_le_bytes(hdr) as usize;
-        if len > self.limit || len == 0 {
+        if len > self.limit {
             return Err(FrameError::Oversized { len, limit: self.limit });
+        }
+        if len == 0 {
+            return Err(FrameError::Protocol("empty frame (no kind byte)".into()));
         }
         let mut buf = vec![0u8; len + 4];
         self.r.read_exact(&mut buf).map_err(|e| if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Closed } else { e.into() })?;
