@@ -966,7 +966,9 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
     // State: pre-copy rounds, then the final pages and the image.
     let mut pages = PageStore::default();
     if live {
-        pages.reserve(memory_bytes.min(4 << 30) as usize);
+        if let Err(e) = pages.reserve(memory_bytes.min(4 << 30) as usize) {
+            return refuse(&mut c, e);
+        }
     }
     let mut image = Vec::new();
     let max_pages = (MAX_FRAME / PAGE) + 1;
@@ -1010,16 +1012,10 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
         Ok(s) => s,
         Err(e) => return refuse(&mut c, e),
     };
-    let mut task = match Task::restore(&lm, &img, stdio, None) {
+    let task = match Task::restore_onto(&lm, &img, stdio, None, pages.buf.take()) {
         Ok(t) => t,
         Err(e) => return refuse(&mut c, format!("restore: {e}")),
     };
-    if live {
-        let mem = task.memory_mut();
-        if let Err(e) = pages.apply(mem) {
-            return refuse(&mut c, e);
-        }
-    }
     let restore_us = t.elapsed().as_micros() as u64;
     ledger.set(&id, "restored");
     net::crash_point("before_restored");
@@ -1101,19 +1097,18 @@ fn load_received(recv: &dyn Receiver, kind: EngineKind, wasm: &[u8], hash: &str,
     Ok(lm)
 }
 
-/// Pre-copied pages on the destination until the task is rebuilt.
+/// Pre-copied pages on the destination until the task is rebuilt; then its
+/// buffer becomes the task's memory ([`Task::restore_onto`]).
 #[derive(Default)]
 struct PageStore {
-    data: Vec<u8>,
-    present: Vec<bool>,
+    buf: Option<crate::sys::PageBuf>,
 }
 
 impl PageStore {
     /// Room for `bytes` of pages, faulted in now rather than while the task is stopped.
-    fn reserve(&mut self, bytes: usize) {
-        let n = bytes / PAGE;
-        self.data = prefaulted(n * PAGE);
-        self.present = vec![false; n];
+    fn reserve(&mut self, bytes: usize) -> Result<(), String> {
+        self.buf = Some(crate::sys::PageBuf::new(bytes).map_err(|e| format!("pre-copy buffer of {bytes} bytes: {e}"))?);
+        Ok(())
     }
 
     fn put(&mut self, idx: &[u32], data: &[u8], max_pages: u64) -> Result<(), String> {
@@ -1121,36 +1116,15 @@ impl PageStore {
             if i as u64 >= max_pages {
                 return Err(format!("page {i} beyond 4 GiB"));
             }
-            let i = i as usize;
-            if self.present.len() <= i {
-                self.present.resize(i + 1, false);
-                self.data.resize((i + 1) * PAGE, 0);
+            let end = (i as usize + 1) * PAGE;
+            let buf = match &mut self.buf {
+                Some(b) => b,
+                None => self.buf.insert(crate::sys::PageBuf::new(end).map_err(|e| format!("pre-copy buffer: {e}"))?),
+            };
+            if buf.len() < end {
+                buf.grow(end).map_err(|e| format!("pre-copy buffer: {e}"))?;
             }
-            self.present[i] = true;
-            self.data[i * PAGE..(i + 1) * PAGE].copy_from_slice(&data[k * PAGE..(k + 1) * PAGE]);
-        }
-        Ok(())
-    }
-
-    /// Copies runs of present pages into linear memory.
-    fn apply(&self, mem: &mut [u8]) -> Result<(), String> {
-        let mut i = 0;
-        while i < self.present.len() {
-            if !self.present[i] {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < self.present.len() && self.present[i] {
-                i += 1;
-            }
-            let (a, b) = (start * PAGE, i * PAGE);
-            if b > mem.len() {
-                return Err(format!("pre-copied page {} beyond the restored memory ({} pages)", i - 1, mem.len() / PAGE));
-            }
-            // Fault the run in with one call (huge pages where the kernel gives them), then copy.
-            crate::sys::populate_write(&mut mem[a..b]);
-            mem[a..b].copy_from_slice(&self.data[a..b]);
+            buf.as_mut_slice()[end - PAGE..end].copy_from_slice(&data[k * PAGE..(k + 1) * PAGE]);
         }
         Ok(())
     }

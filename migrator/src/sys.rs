@@ -107,3 +107,118 @@ pub fn populate_spare(v: &mut Vec<u8>) {
     // (zero-filled by the kernel) and reads or writes no Rust value.
     unsafe { advise_whole_pages(spare.as_mut_ptr() as usize, spare.len(), libc::MADV_POPULATE_WRITE) }
 }
+
+/// A zero-filled anonymous private mapping whose pages can later be *moved*
+/// (page-table entries, no copy) onto a task's linear memory: the
+/// destination of a live migration fills one with pre-copied pages while the
+/// task still runs on the source, so restoring does not copy them again.
+pub struct PageBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a PageBuf exclusively owns its mapping (like a Vec<u8>).
+unsafe impl Send for PageBuf {}
+unsafe impl Sync for PageBuf {}
+
+const OS_PAGE: usize = 4096;
+
+impl PageBuf {
+    /// `len` bytes (rounded up to whole pages), faulted in now rather than
+    /// while the task is stopped.
+    pub fn new(len: usize) -> std::io::Result<PageBuf> {
+        let len = len.max(1).next_multiple_of(OS_PAGE);
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks;
+        // it aliases nothing.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut b = PageBuf { ptr: p.cast(), len };
+        advise_hugepages(b.as_mut_slice());
+        populate_write(b.as_mut_slice());
+        Ok(b)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr + len) is our readable mapping for as long as self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Grows to at least `len` bytes (new pages zero), moving the mapping if needed.
+    pub fn grow(&mut self, len: usize) -> std::io::Result<()> {
+        let len = len.next_multiple_of(OS_PAGE);
+        if len <= self.len {
+            return Ok(());
+        }
+        // SAFETY: [ptr, ptr + self.len) is exactly our mapping; MREMAP_MAYMOVE
+        // lets the kernel pick a new address, which we take over.
+        let p = unsafe { libc::mremap(self.ptr.cast(), self.len, len, libc::MREMAP_MAYMOVE) };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.ptr = p.cast();
+        self.len = len;
+        Ok(())
+    }
+
+    /// Moves the first `min(len, dst.len())` bytes (whole pages) onto `dst`,
+    /// which then reads exactly as this buffer did; returns the number of
+    /// bytes moved. Nothing is copied: the kernel moves the page-table
+    /// entries and unmaps what `dst` had there. `dst` must start on a page
+    /// boundary and be a private writable mapping that nothing else expects
+    /// to keep (a task's linear memory right after instantiation); a moved
+    /// length that is not a whole number of pages is left to the caller.
+    pub fn move_onto(mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        if !(dst.as_ptr() as usize).is_multiple_of(OS_PAGE) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "destination is not page-aligned"));
+        }
+        let n = self.len.min(dst.len()) / OS_PAGE * OS_PAGE;
+        if n == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the source range is the start of our own mapping; the
+        // destination range is `dst`, which we borrow mutably (no Rust
+        // reference can observe the swap) and which the caller guarantees
+        // is a private writable mapping it is fine to replace. The ranges do
+        // not overlap (two distinct mappings). Afterwards `dst` reads as our
+        // bytes did, with the same protection.
+        let p = unsafe {
+            libc::mremap(self.ptr.cast(), n, n, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, dst.as_mut_ptr().cast::<libc::c_void>())
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // What is left of our mapping (if anything) is unmapped by Drop.
+        // SAFETY: stays within (or one past the end of) our original range.
+        self.ptr = unsafe { self.ptr.add(n) };
+        self.len -= n;
+        Ok(n)
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: [ptr, ptr + len) is the part of the mapping still ours.
+            unsafe {
+                libc::munmap(self.ptr.cast(), self.len);
+            }
+        }
+    }
+}

@@ -272,6 +272,20 @@ impl Task {
     /// which rewinds the stack and continues). `preopens`, when given,
     /// replaces the image's host directories (same guest names, new hosts).
     pub fn restore(lm: &LoadedModule, image: &Image, stdio: Stdio, preopens: Option<Vec<Preopen>>) -> Result<Task, TaskError> {
+        Self::restore_onto(lm, image, stdio, preopens, None)
+    }
+
+    /// [`Task::restore`] onto pre-copied memory: `base` (pages received while
+    /// the task still ran elsewhere; absent pages zero) becomes the start of
+    /// linear memory by moving its pages, not copying them, and the image's
+    /// own pages are applied on top.
+    pub fn restore_onto(
+        lm: &LoadedModule,
+        image: &Image,
+        stdio: Stdio,
+        preopens: Option<Vec<Preopen>>,
+        base: Option<crate::sys::PageBuf>,
+    ) -> Result<Task, TaskError> {
         if image.module_hash_hex() != lm.hash {
             return Err(ImageError::ModuleMismatch {
                 image: image.module_hash_hex(),
@@ -291,16 +305,25 @@ impl Task {
         let wasi = WasiCtx::new(wstate, stdio).map_err(TaskError::WasiRestore)?;
         let mut task = Self::instantiate(lm, wasi, &image.meta.name, image.meta.priority, image.meta.generation)?;
         let mem = task.store.data().memory.ok_or_else(|| TaskError::Runtime("no memory".into()))?;
-        // Data segments were applied at instantiation: start from zeros.
-        mem.data_mut(&mut task.store).fill(0);
         let cur = mem.size(&task.store);
         let want = image.pages_total as u64;
         if want < cur {
             return Err(ImageError::Corrupt(format!("image memory ({want} pages) is smaller than the module's minimum ({cur})")).into());
         }
+        if base.as_ref().is_some_and(|b| b.len() as u64 > want * PAGE as u64) {
+            return Err(ImageError::Corrupt(format!("pre-copied pages beyond the image's memory ({want} pages)")).into());
+        }
         if want > cur {
             mem.grow(&mut task.store, want - cur).map_err(rt)?;
         }
+        // Data segments were applied at instantiation (only the first `cur`
+        // pages can hold them): start from zeros, or from the pre-copied pages.
+        let moved = match base {
+            Some(b) => b.move_onto(mem.data_mut(&mut task.store)).map_err(|e| TaskError::Runtime(format!("adopting pre-copied memory: {e}")))?,
+            None => 0,
+        };
+        let init = (cur as usize * PAGE).max(moved);
+        mem.data_mut(&mut task.store)[moved..init].fill(0);
         crate::sys::advise_hugepages(mem.data_mut(&mut task.store));
         image.decompress_into(mem.data_mut(&mut task.store))?;
         for g in &image.meta.globals {
