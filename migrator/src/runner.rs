@@ -70,7 +70,7 @@ pub(crate) fn drive(mut task: Task, info: &Mutex<TaskInfo>, mut on_stop: impl Fn
                 let Some(p) = pending else { continue };
                 let t = Instant::now();
                 let result = task.capture().map_err(|e| e.to_string()).and_then(|img| {
-                    let bytes = write_image_file(&p.output, &img).map_err(|e| e.to_string())?;
+                    let bytes = write_image_file(&p.output, &img).map_err(|e| format!("writing {}: {e}", p.output.display()))?;
                     Ok(CheckpointInfo {
                         image: p.output.display().to_string(),
                         bytes,

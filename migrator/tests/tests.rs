@@ -4,4 +4,5 @@
 mod checkpoint;
 mod cli;
 mod daemon;
+mod diskfull;
 mod util;
