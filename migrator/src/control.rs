@@ -114,6 +114,9 @@ pub enum Request {
         max_rounds: u32,
         #[serde(default = "default_timeout")]
         timeout_s: u64,
+        /// Both sides hash the task's state (memory, globals, stack); a mismatch aborts.
+        #[serde(default)]
+        verify: bool,
     },
     Restore {
         image: PathBuf,

@@ -271,11 +271,13 @@ pub struct MigrateOptions {
     pub max_rounds: u32,
     /// Connection / I/O timeout in seconds.
     pub timeout_s: u64,
+    /// Compare the state hash of both sides before committing.
+    pub verify: bool,
 }
 
 impl Default for MigrateOptions {
     fn default() -> Self {
-        MigrateOptions { live: false, code: "auto".into(), max_rounds: 8, timeout_s: 30 }
+        MigrateOptions { live: false, code: "auto".into(), max_rounds: 8, timeout_s: 30, verify: false }
     }
 }
 
@@ -306,6 +308,12 @@ pub struct MigrationReport {
     pub dest_restore_us: u64,
     pub dest_start_us: u64,
     pub final_pages: u64,
+    /// With `--verify`: [`Task::state_hash`] on the source when stopped, and
+    /// on the destination when restored (equal, or the migration aborted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_state_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -488,6 +496,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
         code_len: code.len() as u64,
         live: opts.live,
         memory_bytes,
+        verify: opts.verify,
     })
     .map_err(|e| fail(fe(e)))?;
     match c.recv::<Msg>().map_err(|e| fail(fe(e)))? {
@@ -563,7 +572,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
     // Stop: from here on the task is held on this host until the outcome is known.
     say!("Checkpointing task {name} for migration...");
     let sh = shadow.clone();
-    let live = opts.live;
+    let (live, verify) = (opts.live, opts.verify);
     let requested = Instant::now();
     let stopped = hooks
         .call(true, move |t| {
@@ -574,14 +583,15 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
             } else {
                 t.capture().map(|img| (Vec::new(), img)).map_err(|e| e.to_string())
             };
-            (at, r)
+            let hash = if verify { t.state_hash().map(Some).map_err(|e| e.to_string()) } else { Ok(None) };
+            (at, r.and_then(|x| Ok((x, hash?))))
         })
         .ok_or_else(|| fail("task ended before it could be stopped".into()))?;
     let (stopped_at, captured) = stopped;
     let mut guard = ResumeGuard { hooks, armed: true };
     rep.stop_us = stopped_at.duration_since(requested).as_micros() as u64;
     let resumed = |why: String| MigrateError::Resumed(why);
-    let (idx, image) = match captured {
+    let ((idx, image), hash) = match captured {
         Ok(x) => x,
         Err(e) => {
             abort(c, "capture failed");
@@ -589,6 +599,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
         }
     };
     rep.final_pages = idx.len() as u64;
+    rep.state_hash = hash;
     if net::fault("corrupt_frame") {
         c.corrupt_next_data_frame();
     }
@@ -613,7 +624,18 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
         return Err(resumed(format!("sending state to {dest}: {e}")));
     }
     match c.recv::<Msg>() {
-        Ok(Msg::Restored { restore_us }) => rep.dest_restore_us = restore_us,
+        Ok(Msg::Restored { restore_us, state_hash }) => {
+            rep.dest_restore_us = restore_us;
+            rep.dest_state_hash = state_hash;
+            if rep.state_hash.is_some() && rep.dest_state_hash != rep.state_hash {
+                abort(c, "state hash mismatch");
+                return Err(resumed(format!(
+                    "state verification failed: stopped here as {}, restored there as {}",
+                    rep.state_hash.as_deref().unwrap_or(""),
+                    rep.dest_state_hash.as_deref().unwrap_or("none")
+                )));
+            }
+        }
         Ok(Msg::Refuse { reason }) | Ok(Msg::Abort { reason }) => return Err(resumed(format!("destination could not restore: {reason}"))),
         Ok(Msg::Error { message }) => return Err(resumed(format!("destination: {message}"))),
         Ok(m) => return Err(resumed(format!("unexpected {m:?}"))),
@@ -898,9 +920,9 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
     c.set_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
     c.send(&Msg::Welcome { host: recv.host_info() }).map_err(fe)?;
     net::crash_point("after_welcome");
-    let (id, name, module_hash, module_len, code_mode, code_len, live, memory_bytes) = match c.recv::<Msg>() {
-        Ok(Msg::Offer { id, name, module_hash, module_len, code, code_len, live, memory_bytes, .. }) => {
-            (id, name, module_hash, module_len, code, code_len, live, memory_bytes)
+    let (id, name, module_hash, module_len, code_mode, code_len, live, memory_bytes, verify) = match c.recv::<Msg>() {
+        Ok(Msg::Offer { id, name, module_hash, module_len, code, code_len, live, memory_bytes, verify, .. }) => {
+            (id, name, module_hash, module_len, code, code_len, live, memory_bytes, verify)
         }
         Ok(Msg::Status { id }) => {
             let state = ledger.status(&id);
@@ -1012,14 +1034,27 @@ pub fn serve_connection(s: TcpStream, recv: &dyn Receiver, ledger: &Ledger, key:
         Ok(s) => s,
         Err(e) => return refuse(&mut c, e),
     };
-    let task = match Task::restore_onto(&lm, &img, stdio, None, pages.buf.take()) {
+    let mut task = match Task::restore_onto(&lm, &img, stdio, None, pages.buf.take()) {
         Ok(t) => t,
         Err(e) => return refuse(&mut c, format!("restore: {e}")),
+    };
+    if net::fault("corrupt_restored") {
+        if let Some(b) = task.memory_mut().get_mut(1024) {
+            *b ^= 1;
+        }
+    }
+    let state_hash = if verify {
+        match task.state_hash() {
+            Ok(h) => Some(h),
+            Err(e) => return refuse(&mut c, format!("hashing the restored state: {e}")),
+        }
+    } else {
+        None
     };
     let restore_us = t.elapsed().as_micros() as u64;
     ledger.set(&id, "restored");
     net::crash_point("before_restored");
-    c.send(&Msg::Restored { restore_us }).map_err(fe)?;
+    c.send(&Msg::Restored { restore_us, state_hash }).map_err(fe)?;
     net::crash_point("after_restored");
     // Wait for the source's commit; anything else discards the task.
     c.set_timeout(Some(Duration::from_secs(30))).ok();

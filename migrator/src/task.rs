@@ -522,8 +522,8 @@ impl Task {
         self.capture_image(false)
     }
 
-    fn capture_image(&mut self, with_memory: bool) -> Result<Image, TaskError> {
-        let stack = self.rewind_pending.clone().ok_or_else(|| TaskError::Checkpoint("task is not stopped".into()))?;
+    /// The module's globals as an image stores them.
+    fn global_values(&mut self) -> Result<Vec<GlobalValue>, TaskError> {
         let mut globals = Vec::new();
         for (name, g) in &self.globals {
             let (ty, bits) = match g.get(&mut self.store) {
@@ -535,6 +535,36 @@ impl Task {
             };
             globals.push(GlobalValue { name: name.clone(), ty: ty.into(), bits });
         }
+        Ok(globals)
+    }
+
+    /// CRC-32 (hex) of the state a checkpoint carries: linear memory outside
+    /// the asyncify region, the globals and the unwound stack. The same on the
+    /// source once stopped and on the destination once restored, whatever the
+    /// engine (`migrate --verify`).
+    pub fn state_hash(&mut self) -> Result<String, TaskError> {
+        let globals = self.global_values()?;
+        let skip = self.store.data().region.map_or(0..0, |(s, l)| s as usize / PAGE..(s as usize + l as usize + 8).div_ceil(PAGE));
+        let mut h = crc32fast::Hasher::new();
+        let mem = self.memory();
+        h.update(&(mem.len() as u64).to_le_bytes());
+        for (i, p) in mem.chunks(PAGE).enumerate() {
+            if !skip.contains(&i) {
+                h.update(p);
+            }
+        }
+        for g in &globals {
+            h.update(g.name.as_bytes());
+            h.update(g.ty.as_bytes());
+            h.update(&g.bits.to_le_bytes());
+        }
+        h.update(self.rewind_pending.as_deref().unwrap_or_default());
+        Ok(format!("{:08x}", h.finalize()))
+    }
+
+    fn capture_image(&mut self, with_memory: bool) -> Result<Image, TaskError> {
+        let stack = self.rewind_pending.clone().ok_or_else(|| TaskError::Checkpoint("task is not stopped".into()))?;
+        let globals = self.global_values()?;
         let region = self.store.data().region.ok_or_else(|| TaskError::Checkpoint("no region".into()))?;
         let wasi_state = self.store.data_mut().wasi.snapshot();
         let (pages_total, chunks) = if with_memory {

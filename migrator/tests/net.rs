@@ -181,6 +181,27 @@ fn assert_moved(a: &Host, b: &Host, full: &[u8]) {
     assert_eq!(String::from_utf8_lossy(&both), String::from_utf8_lossy(full), "A+B output differs from the uninterrupted run");
 }
 
+/// `--verify`: both sides reported the same state hash.
+fn assert_verified(rep: &serde_json::Value) {
+    let h = rep["state_hash"].as_str().unwrap_or_else(|| panic!("no state_hash: {rep}"));
+    assert_eq!(h.len(), 8, "{rep}");
+    assert_eq!(rep["dest_state_hash"].as_str(), Some(h), "{rep}");
+}
+
+#[test]
+fn state_differing_after_restore_is_caught_by_verify() {
+    let hc = fixture("hashchain.wasm");
+    let full = full_run(&hc, HC_ARGS);
+    let a = Host::start(false, KEY, &[], &[]);
+    let b = Host::start(true, KEY, &[], &[("MIGRATOR_FAULT", "corrupt_restored")]);
+    a.run("t", &hc, HC_ARGS);
+    std::thread::sleep(Duration::from_millis(200));
+    let o = a.migrate("t", &b.addr(), &["--verify"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("state verification failed") && err.contains("resumed"), "{err}");
+    assert_stayed_on_a(&a, &b, &full);
+}
+
 #[test]
 fn stop_and_copy_to_pulley_output_identical() {
     let hc = fixture("hashchain.wasm");
@@ -189,10 +210,11 @@ fn stop_and_copy_to_pulley_output_identical() {
     let b = Host::start(true, KEY, &["--engine", "pulley"], &[]);
     a.run("t", &hc, HC_ARGS);
     std::thread::sleep(Duration::from_millis(300));
-    let o = a.migrate("t", &b.addr(), &[]);
+    let o = a.migrate("t", &b.addr(), &["--verify"]);
     assert!(o.status.success(), "migrate failed: {}\n{}", String::from_utf8_lossy(&o.stderr), a.log());
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rep["dest_engine"], "pulley");
+    assert_verified(&rep);
     assert!(rep["downtime_ms"].as_f64().unwrap() > 0.0);
     assert_moved(&a, &b, &full);
     assert!(a.log().contains("[Migration] Checkpointing task t for migration..."));
@@ -209,10 +231,11 @@ fn live_precopy_output_identical_and_precompiled_fast_path() {
     let b = Host::start(true, KEY, &[], &[]);
     a.run("t", &mm, &args);
     std::thread::sleep(Duration::from_millis(300));
-    let o = a.migrate("t", &b.addr(), &["--live"]);
+    let o = a.migrate("t", &b.addr(), &["--live", "--verify"]);
     assert!(o.status.success(), "migrate failed: {}\n{}", String::from_utf8_lossy(&o.stderr), a.log());
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(!rep["rounds"].as_array().unwrap().is_empty(), "no pre-copy rounds: {rep}");
+    assert_verified(&rep);
     // Same host, same wasmtime: tracer check passes and compiled code travels.
     assert_eq!(rep["code"], "precompiled", "{rep}");
     assert_moved(&a, &b, &full);

@@ -26,6 +26,11 @@ pub struct MigrateCommand {
     /// Upper bound on pre-copy rounds before the final stop-and-copy.
     #[arg(long, default_value_t = 8)]
     pub max_rounds: u32,
+    /// Check end to end that the destination restored exactly the state stopped here: both
+    /// sides hash memory, globals and stack (adds the hashing to the downtime); a mismatch
+    /// aborts and the task resumes here. The report carries both hashes.
+    #[arg(long)]
+    pub verify: bool,
     /// Network timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -50,6 +55,7 @@ impl MigrateCommand {
             code: self.code,
             max_rounds: self.max_rounds,
             timeout_s: self.timeout,
+            verify: self.verify,
         };
         let resp = control::request(&sock, &req, Duration::from_secs(3600))?;
         if !resp.ok {

@@ -56,6 +56,9 @@ pub enum Msg {
         code_len: u64,
         live: bool,
         memory_bytes: u64,
+        /// The destination hashes the restored state ([`crate::task::Task::state_hash`]).
+        #[serde(default)]
+        verify: bool,
     },
     Accept,
     /// Destination → source: will not take the task (source keeps it).
@@ -68,7 +71,12 @@ pub enum Msg {
     /// All state sent (pages and image): the source has stopped the task.
     StateDone { live: bool, image_bytes: u64 },
     /// The destination rebuilt the task; it is NOT running.
-    Restored { restore_us: u64 },
+    Restored {
+        restore_us: u64,
+        /// With `verify`: the restored task's state hash.
+        #[serde(default)]
+        state_hash: Option<String>,
+    },
     /// Source: "I have stopped and will not resume unless you say you did not start it".
     Commit,
     /// Destination: the task runs here now.
