@@ -4,7 +4,9 @@
 #      corrupt files; migrator: checkpoint images, WASI paths on restore)
 #   2. tracer soak: attach/analyze/detach cycles against a checksum process and an 8-thread
 #      spinner, and SIGKILLs of the tracer at random moments
-#   3. migration fault matrix: migrator/tests/net.rs (kill -9 / cut / corrupt at each step)
+#   3. migration fault matrix: migrator/tests/net.rs (kill -9 / cut / corrupt at each step),
+#      disk full while writing an image (migrator/tests/diskfull.rs, a 1 MiB tmpfs), and HOPS
+#      back-and-forth migrations of one task between two network namespaces
 #   4. monitor-probe under storm: page-cache churn and a flapping sensor
 #   5. least privilege: each binary with only its capabilities (setpriv), systemd units
 #   6. exposure: the migrator's TCP listener (none without a key; loopback unless --listen)
@@ -12,16 +14,16 @@
 # Usage: scripts/reliability.sh [--quick]
 #   --quick (or RELIABILITY_QUICK=1): the bounded version run by scripts/test.sh (< 4 min once
 #   built). Budgets can be overridden: FUZZ_SECS, SOAK_CYCLES, SOAK_KILLS, STORM_CHURN_MB,
-#   STORM_SECS, NET_TESTS=0 (skip the fault matrix).
+#   STORM_SECS, HOPS, NET_TESTS=0 (skip the fault matrix).
 # Logs: target/reliability/*.log. Exit 1 if any check failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 quick=${RELIABILITY_QUICK:-0}
 [ "${1:-}" = "--quick" ] && quick=1
 if [ "$quick" = 1 ]; then
-  : "${FUZZ_SECS:=2}" "${SOAK_CYCLES:=20}" "${SOAK_KILLS:=20}" "${STORM_CHURN_MB:=512}" "${STORM_SECS:=8}" "${NET_TESTS:=0}"
+  : "${FUZZ_SECS:=2}" "${SOAK_CYCLES:=20}" "${SOAK_KILLS:=20}" "${STORM_CHURN_MB:=512}" "${STORM_SECS:=8}" "${NET_TESTS:=0}" "${HOPS:=6}"
 else
-  : "${FUZZ_SECS:=60}" "${SOAK_CYCLES:=1000}" "${SOAK_KILLS:=100}" "${STORM_CHURN_MB:=10240}" "${STORM_SECS:=180}" "${NET_TESTS:=1}"
+  : "${FUZZ_SECS:=60}" "${SOAK_CYCLES:=1000}" "${SOAK_KILLS:=100}" "${STORM_CHURN_MB:=10240}" "${STORM_SECS:=180}" "${NET_TESTS:=1}" "${HOPS:=100}"
 fi
 export FUZZ_SECS SOAK_CYCLES SOAK_KILLS STORM_CHURN_MB STORM_SECS
 logs=target/reliability
@@ -32,11 +34,22 @@ status=0
 row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$rows"; }
 # kv KEY LINE: the value of KEY=... in a RELIABILITY line.
 kv() { sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p" <<<"$2" | head -1; }
+work=$(mktemp -d /tmp/reliability.XXXXXX)
+chmod 755 "$work"
+spin_pid= serve_pid= hop_pids=() hop_ns=()
+cleanup() {
+  [ -n "$spin_pid" ] && kill "$spin_pid" 2>/dev/null; [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null
+  for p in "${hop_pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${hop_pids[@]}"; do wait "$p" 2>/dev/null; done
+  for n in "${hop_ns[@]}"; do ip netns del "$n" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 echo "[reliability] building (tests and binaries)"
 cargo build -q -p tracer -p monitor-probe -p migrator --bins
 cargo test -q --no-run -p tracer --test fuzz --test soak 2>/dev/null
-cargo test -q --no-run -p migrator --test fuzz 2>/dev/null
+cargo test -q --no-run -p migrator --test fuzz --test tests 2>/dev/null
 cargo test -q --no-run -p monitor-probe --test storm 2>/dev/null
 
 # run NAME CMD...: runs a test command, logs it, records failure.
@@ -95,6 +108,114 @@ else
   row "migration fault matrix (net.rs)" - - - "not run (NET_TESTS=0 or no net test)"
 fi
 
+# Disk full while writing an image (a 1 MiB tmpfs; daemon and foreground task).
+t0=$SECONDS
+run diskfull cargo test -q -p migrator --test tests diskfull -- --nocapture --test-threads=1
+disk_attempts=$(grep -ho 'RELIABILITY diskfull .*' "$logs/diskfull.log" | sed 's/.* attempts=\([0-9]*\).*/\1/' | awk '{s += $1} END {print s + 0}')
+disk_failed=$(sed -n 's/.*; \([0-9]*\) failed.*/\1/p' "$logs/diskfull.log" | tail -1)
+row "disk full while checkpointing (diskfull.rs)" "$disk_attempts" "$((SECONDS - t0))" "${disk_failed:-2}" \
+  "2 tasks (daemon, foreground): one-line ENOSPC error, nothing left in the directory, task keeps running, output identical"
+
+# 3b. Back-and-forth migrations between two namespaced hosts ------------------------------------
+# Two network namespaces joined by a veth pair, `migrator serve` in each (shared key), one
+# matmul task moved A→B→A→… HOPS times with `migrator migrate --json` (--verify when the
+# binary has it: source and destination hash the task's state, which must be equal). After
+# every hop the task runs on exactly one host. Its output, the per-host log segments in hop
+# order, must equal an uninterrupted run's.
+hops_section() {
+  echo "[reliability] $HOPS back-and-forth migrations"
+  local ns=(mig-rel-a mig-rel-b) ip=(10.77.9.1 10.77.9.2) dir=("$work/hop-a" "$work/hop-b") port=9876
+  local M=$PWD/target/debug/migrator name=hop t0=$SECONDS
+  hop_ns=("${ns[@]}")
+  for n in "${ns[@]}"; do ip netns del "$n" 2>/dev/null; ip netns add "$n" && ip -n "$n" link set lo up; done
+  ip link del mig-rel-va 2>/dev/null
+  ip link add mig-rel-va type veth peer name mig-rel-vb
+  ip link set mig-rel-va netns "${ns[0]}"; ip link set mig-rel-vb netns "${ns[1]}"
+  ip -n "${ns[0]}" addr add "${ip[0]}/24" dev mig-rel-va; ip -n "${ns[1]}" addr add "${ip[1]}/24" dev mig-rel-vb
+  ip -n "${ns[0]}" link set mig-rel-va up; ip -n "${ns[1]}" link set mig-rel-vb up
+  head -c 32 /dev/urandom | base64 >"$work/hopkey"
+  H() { local h=$1; shift; ip netns exec "${ns[$h]}" env MIGRATOR_RUNTIME_DIR="${dir[$h]}" MIGRATION_TOKEN_FILE="$work/hopkey" \
+    MIGRATOR_CACHE_DIR="$PWD/target/tmp/migrator-cache" "$M" "$@"; }
+  for h in 0 1; do
+    H $h serve --listen "${ip[$h]}:$port" 2>"$logs/hops-serve-$h.log" &
+    hop_pids+=($!)
+  done
+  for _ in $(seq 100); do
+    [ -S "${dir[0]}/daemon.sock" ] && [ -S "${dir[1]}/daemon.sock" ] && ip netns exec "${ns[0]}" bash -c "exec 3<>/dev/tcp/${ip[1]}/$port" 2>/dev/null \
+      && ip netns exec "${ns[1]}" bash -c "exec 3<>/dev/tcp/${ip[0]}/$port" 2>/dev/null && break
+    sleep 0.1
+  done
+  local verify=()
+  "$M" migrate --help | grep -q -- '--verify' && verify=(--verify)
+  # A task that outlives the hops: matmul 160 for ~1 s per hop + 10 s, calibrated here.
+  local n0 n1 reps
+  n0=$(date +%s%N)
+  "$M" run fixtures/build/wasm/matmul.wasm -- 160 40 >/dev/null 2>&1
+  n1=$(date +%s%N)
+  reps=$(( (HOPS * 1000 + 10000) * 40 / ((n1 - n0) / 1000000 + 1) ))
+  "$M" run fixtures/build/wasm/matmul.wasm -- 160 "$reps" >"$work/hop.ref" 2>/dev/null &
+  local ref_pid=$!
+  H 0 run --detach --name $name "$PWD/fixtures/build/wasm/matmul.wasm" -- 160 "$reps" >/dev/null
+  # state H: the task's state on host H (empty if it has none).
+  state() { H "$1" ps --json | python3 -c 'import json,sys; print(*[t["state"] for t in json.load(sys.stdin) if t["name"] == sys.argv[1]])' $name; }
+  # where: the hosts (0, 1) on which the task is running.
+  where() { for h in 0 1; do [ "$(state $h)" = running ] && echo $h; done; }
+  local off=(0 0) holder=0 hop failures=0 lost=0 twice=0 verified=0 on rep size
+  : >"$work/hop.downtime"
+  : >"$work/hop.out"
+  # segment H: appends what host H's log gained since its last segment.
+  local nonempty=0
+  segment() { size=$(stat -c %s "${dir[$1]}/logs/$name.stdout" 2>/dev/null || echo 0)
+    [ "$size" -gt "${off[$1]}" ] && nonempty=$((nonempty + 1))
+    tail -c +$((off[$1] + 1)) "${dir[$1]}/logs/$name.stdout" 2>/dev/null | head -c $((size - off[$1])) >>"$work/hop.out"; off[$1]=$size; }
+  for hop in $(seq "$HOPS"); do
+    local to=$((1 - holder)) h0
+    h0=$(date +%s%N)
+    if ! rep=$(H $holder migrate --json --timeout 10 "${verify[@]}" --task $name --to "${ip[$to]}:$port" 2>>"$logs/hops.log"); then
+      echo "hop $hop: migrate ${holder}->${to} failed" >>"$logs/hops.log"; failures=$((failures + 1))
+    else
+      python3 -c 'import json,sys; print(json.loads(sys.argv[1])["downtime_ms"])' "$rep" >>"$work/hop.downtime"
+      if [ ${#verify[@]} = 1 ]; then
+        if python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r.get("state_hash") and r.get("state_hash")==r.get("dest_state_hash") else 1)' "$rep"; then
+          verified=$((verified + 1))
+        else
+          echo "hop $hop: state hash mismatch: $rep" >>"$logs/hops.log"; failures=$((failures + 1))
+        fi
+      fi
+    fi
+    on=$(where | tr -d '\n')
+    case "$on" in
+      "$to") segment "$holder"; holder=$to ;;
+      "$holder") ;;
+      "") echo "hop $hop: the task runs on no host" >>"$logs/hops.log"; lost=1; failures=$((failures + 1)); break ;;
+      *) echo "hop $hop: the task runs on both hosts" >>"$logs/hops.log"; twice=1; failures=$((failures + 1)); break ;;
+    esac
+    echo "hop $hop: on host $holder after $(( ($(date +%s%N) - h0) / 1000000 )) ms, $nonempty visits with output so far" >>"$logs/hops.log"
+  done
+  local done_hops=$hop
+  # The end: the task finishes on its last host (about when the uninterrupted run, started
+  # with it, does).
+  wait "$ref_pid"
+  for _ in $(seq 300); do
+    [ "$(state $holder)" = running ] || break
+    sleep 0.4
+  done
+  segment "$holder"
+  local dup missing
+  dup=$(sort "$work/hop.out" | uniq -d | wc -l)
+  missing=$(comm -23 <(sort "$work/hop.ref") <(sort "$work/hop.out") | wc -l)
+  [ "$dup" -gt 0 ] && twice=1
+  [ "$missing" -gt 0 ] && lost=1
+  if ! cmp -s "$work/hop.out" "$work/hop.ref"; then
+    echo "output differs from the uninterrupted run: $dup duplicated lines, $missing missing" >>"$logs/hops.log"; failures=$((failures + 1))
+  fi
+  hop_lost=$lost hop_twice=$twice
+  row "back-and-forth migrations (namespaces)" "$done_hops" "$((SECONDS - t0))" "$failures" \
+    "lost $lost / run twice $twice; state hash equal at $verified hops${verify[0]:+ (--verify)}; downtime $(sort -n "$work/hop.downtime" | awk '{v[NR] = $1} END {printf "median %.1f ms, max %.1f ms", v[int((NR + 1) / 2)], v[NR]}'); output $(wc -l <"$work/hop.ref") lines from $nonempty visits, $(cmp -s "$work/hop.out" "$work/hop.ref" && echo identical || echo DIFFERENT)"
+  [ "$failures" = 0 ] || status=1
+}
+hops_section
+
 # 4. Monitor storm ----------------------------------------------------------------------------
 run storm cargo test -q -p monitor-probe --test storm -- --nocapture
 l=$(grep -ho 'RELIABILITY storm .*' "$logs/storm.log" | head -1)
@@ -108,11 +229,6 @@ fi
 # 5. Least privilege --------------------------------------------------------------------------
 echo "[reliability] least privilege"
 priv_fail=0 priv_cases=0
-work=$(mktemp -d /tmp/reliability.XXXXXX)
-chmod 755 "$work"
-spin_pid=
-cleanup() { [ -n "$spin_pid" ] && kill "$spin_pid" 2>/dev/null; [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
 # Copies readable by `nobody`.
 cp target/debug/tracer target/debug/monitor-probe target/debug/migrator "$work/"
 cp fixtures/build/wasm/hashchain.wasm "$work/" && chmod 644 "$work/hashchain.wasm"
@@ -208,22 +324,23 @@ net_row=$(awk -F'\t' '$1 ~ /^migration fault/' "$rows")
 net_faults=$(sed -n 's/.*\t\([0-9]*\) of them inject a fault$/\1/p' <<<"$net_row")
 net_failed=$(cut -f4 <<<"$net_row")
 kills=$(grep -ho 'RELIABILITY kill kills=[0-9]*' "$logs/soak.log" | sed 's/.*=//')
+faults=$(( ${kills:-0} + ${net_faults:-0} + disk_attempts ))
+# Lost / run twice: measured by the hops (per hop and on the output); a failing fault-matrix or
+# disk-full test (each checks both) is added to both, as it may be either.
+fault_tests_failed=$(( ${disk_failed:-2} + $( [ "$net_failed" = - ] && echo 0 || echo "${net_failed:-0}") ))
+lost=$(( hop_lost + fault_tests_failed )) twice=$(( hop_twice + fault_tests_failed ))
 
 echo
 echo "| check | cases | seconds | failures | notes |"
 echo "|---|---|---|---|---|"
 awk -F'\t' '{printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5}' "$rows"
 echo
-echo "| acceptance | value |"
-echo "|---|---|"
-echo "| inputs fuzzed | $fuzz_cases in ${fuzz_secs} s |"
-echo "| faults injected | ${kills:-0} tracer SIGKILLs + ${net_faults:-not run} migration fault tests |"
-case "$net_failed" in
-  -|"") echo "| tasks lost | not measured (fault matrix not run) |"; echo "| tasks run twice | not measured (fault matrix not run) |" ;;
-  0) echo "| tasks lost | 0 |"; echo "| tasks run twice | 0 |" ;;
-  *) echo "| tasks lost / run twice | $net_failed fault-matrix test(s) failed: see $logs/net.log |" ;;
-esac
-echo "| targets left stopped | $stopped |"
-echo "| panics | $panics |"
-[ "$status" = 0 ] && [ "$panics" = 0 ] && [ "$stopped" = 0 ] || { echo "[reliability] FAILED" >&2; exit 1; }
+echo "| inputs fuzzed | fuzzing seconds | faults injected | tasks lost | tasks run twice | targets left stopped | panics |"
+echo "|---|---|---|---|---|---|---|"
+echo "| $fuzz_cases | $fuzz_secs | $faults | $lost | $twice | $stopped | $panics |"
+echo
+echo "Faults: ${kills:-0} tracer SIGKILLs + ${net_faults:-0} migration fault tests$([ "$net_failed" = - ] && echo ' (fault matrix not run: NET_TESTS=0)')" \
+  "+ $disk_attempts disk-full checkpoints. Lost / run twice: over the fault tests and $HOPS back-and-forth migrations" \
+  "(lost $hop_lost, run twice $hop_twice)$([ "$fault_tests_failed" -gt 0 ] && echo ", plus $fault_tests_failed failing fault test(s): see $logs/net.log, $logs/diskfull.log")."
+[ "$status" = 0 ] && [ "$panics" = 0 ] && [ "$stopped" = 0 ] && [ "$lost" = 0 ] && [ "$twice" = 0 ] || { echo "[reliability] FAILED" >&2; exit 1; }
 echo "[reliability] ok"
