@@ -82,6 +82,8 @@ pub struct PathStats {
     pub lazy_slots: u64,
     /// Of those, IFUNC symbols whose every candidate was followed.
     pub lazy_ifuncs: u64,
+    /// IFUNC symbols resolved from the defining object's own IRELATIVE slot instead.
+    pub lazy_ifuncs_bound: u64,
     /// Bytes of anonymous executable memory (JIT) decoded in full.
     pub jit_bytes: u64,
     /// Branch targets outside every known code region.
@@ -91,6 +93,16 @@ pub struct PathStats {
     pub roots_dlopen: u64,
     /// Conditional branches decided from frozen capability data (one side not followed).
     pub guards_decided: u64,
+    /// Decided branches whose other side was followed after all, because another path
+    /// joined the straight-line code the decision was computed on.
+    pub guards_reopened: u64,
+    /// Functions behind a closed gate (guards.rs `GATES`) and how often the walk stopped
+    /// at one.
+    pub gated_functions: u64,
+    pub gated_stops: u64,
+    /// Address-taken roots (not function starts) whose straight-line bytes reach an
+    /// undecodable instruction: data kept in `.text` (constant tables), not counted.
+    pub data_in_text: u64,
 }
 
 /// Linear sweep of every code region. Uses up to `threads` threads.
@@ -206,6 +218,13 @@ struct Walker<'a, M: Memory> {
     warnings: Vec<String>,
     lazy_symbols: HashSet<String>,
     unresolved_symbols: HashSet<String>,
+    /// Entries of functions behind a closed gate, sorted.
+    gated: Vec<u64>,
+    /// Decided branches: branch address → (start of the straight-line run the decision
+    /// was computed on, the side not followed).
+    decided: BTreeMap<u64, (u64, u64)>,
+    /// Addresses taken by `lea`, `mov reg,imm`, `push imm`: code, or data kept in `.text`.
+    address_taken: HashSet<u64>,
 }
 
 /// Why an address was queued.
@@ -288,7 +307,18 @@ pub fn path_track<M: Memory>(
         warnings: Vec::new(),
         lazy_symbols: HashSet::new(),
         unresolved_symbols: HashSet::new(),
+        gated: Vec::new(),
+        decided: BTreeMap::new(),
+        address_taken: HashSet::new(),
     };
+    if opts.guards {
+        let closed = crate::guards::closed_gates(&image.objects, mem);
+        w.gated = closed.iter().map(|g| g.0).collect();
+        w.stats.gated_functions = w.gated.len() as u64;
+        if let Some((_, why)) = closed.first() {
+            w.warnings.push(format!("{} functions not followed: {why}", closed.len()));
+        }
+    }
     // Roots: thread PCs and stacks.
     for t in threads {
         w.src = Src::Root(RootKind::ThreadPc(t.tid));
@@ -497,7 +527,11 @@ impl<M: Memory> Walker<'_, M> {
         let mut insn = Instruction::default();
         while let Some((addr, src)) = self.queue.pop() {
             let Some(r) = self.image.region_of(addr) else { continue };
+            if self.is_gated(addr) {
+                continue;
+            }
             if self.is_visited(r, addr) {
+                self.joined(addr);
                 continue;
             }
             if self.opts.explain {
@@ -507,10 +541,33 @@ impl<M: Memory> Walker<'_, M> {
                 self.enter_object(o);
             }
             self.cur_end = addr;
-            self.block(r, addr, &mut insn);
+            let maybe_data = (matches!(src, Src::Data(_)) || self.address_taken.contains(&addr)) && !self.is_function_start(r, addr);
+            self.block(r, addr, &mut insn, maybe_data);
             if self.opts.explain {
                 self.blocks.push((addr, self.cur_end));
             }
+        }
+    }
+
+    fn is_gated(&mut self, addr: u64) -> bool {
+        let gated = !self.gated.is_empty() && self.gated.binary_search(&addr).is_ok();
+        self.stats.gated_stops += u64::from(gated);
+        gated
+    }
+
+    /// Another path reaches `at`, already decoded. A branch decided on values computed
+    /// in straight-line code that started before `at` may go the other way for this
+    /// path (its registers came from elsewhere): follow the side not taken.
+    fn joined(&mut self, at: u64) {
+        if self.decided.is_empty() {
+            return;
+        }
+        let reopen: Vec<(u64, u64)> =
+            self.decided.range(at..at.saturating_add(1 << 16)).filter(|(_, d)| d.0 < at).map(|(&ip, d)| (ip, d.1)).collect();
+        for (ip, other) in reopen {
+            self.decided.remove(&ip);
+            self.stats.guards_reopened += 1;
+            self.queue.push((other, Src::Code(ip)));
         }
     }
 
@@ -528,7 +585,14 @@ impl<M: Memory> Walker<'_, M> {
     }
 
     /// Decodes from `addr` until the path ends, queuing every target found.
-    fn block(&mut self, r: usize, addr: u64, insn: &mut Instruction) {
+    ///
+    /// `maybe_data`: `addr` is only known as a pointer (a data word, `lea`, immediate) and
+    /// starts no function, so it may be a constant table in `.text` (OpenSSL's perlasm
+    /// keeps its masks there). Its instructions are held back until the first control
+    /// transfer; if an undecodable instruction comes first, every execution from `addr`
+    /// would end in SIGILL on any CPU, so a working process never runs it: the held
+    /// instructions are dropped and their bytes left unvisited for real code paths.
+    fn block(&mut self, r: usize, addr: u64, insn: &mut Instruction, maybe_data: bool) {
         let image = self.image;
         let region = &image.regions[r];
         let bytes = region.bytes();
@@ -540,17 +604,41 @@ impl<M: Memory> Walker<'_, M> {
         let mut cmp_bound: Option<u64> = None;
         let mut consts = crate::guards::Consts::default();
         let guards = self.opts.guards;
+        let mut held: Vec<Instruction> = Vec::new();
+        let mut holding = maybe_data;
         while dec.can_decode() {
             let ip = dec.ip();
             if self.visited(r, ip) {
-                return;
+                self.joined(ip);
+                break;
+            }
+            if ip != addr && self.is_gated(ip) {
+                break;
             }
             dec.decode_out(insn);
             if insn.is_invalid() {
-                return;
+                if holding {
+                    self.stats.data_in_text += 1;
+                    for i in held.iter().map(|i| i.ip()).chain([ip]) {
+                        let off = (i - region.start) as usize;
+                        self.visited[r][off / 64] &= !(1 << (off % 64));
+                    }
+                    held.clear();
+                }
+                break;
             }
             self.cur_end = insn.next_ip();
-            self.tally.record(insn);
+            if holding && insn.flow_control() == FlowControl::Next && insn.mnemonic() != Mnemonic::Hlt {
+                held.push(*insn);
+            } else {
+                if holding {
+                    holding = false;
+                    for i in held.drain(..) {
+                        self.tally.record(&i);
+                    }
+                }
+                self.tally.record(insn);
+            }
             self.src = Src::Code(ip);
             match insn.flow_control() {
                 FlowControl::Next => {
@@ -580,12 +668,18 @@ impl<M: Memory> Walker<'_, M> {
                     match decided {
                         Some(true) => {
                             self.stats.guards_decided += 1;
+                            self.decided.insert(ip, (addr, insn.next_ip()));
                             if is_near(insn) {
                                 self.push(insn.near_branch_target());
                             }
                             return;
                         }
-                        Some(false) => self.stats.guards_decided += 1,
+                        Some(false) => {
+                            self.stats.guards_decided += 1;
+                            if is_near(insn) {
+                                self.decided.insert(ip, (addr, insn.near_branch_target()));
+                            }
+                        }
                         None => {
                             if is_near(insn) {
                                 self.push(insn.near_branch_target());
@@ -620,6 +714,10 @@ impl<M: Memory> Walker<'_, M> {
                 }
             }
         }
+        // Ended at code already decoded, a gate or the region's end: real code after all.
+        for i in held.drain(..) {
+            self.tally.record(&i);
+        }
     }
 
     /// Records code addresses taken by LEA / MOV imm, and loads used by later indirect jumps.
@@ -634,6 +732,7 @@ impl<M: Memory> Walker<'_, M> {
             Mnemonic::Lea if insn.is_ip_rel_memory_operand() => {
                 let a = insn.ip_rel_memory_address();
                 if self.is_code(a) {
+                    self.address_taken.insert(a);
                     self.queue.push((a, self.src));
                     self.stats.roots += 1;
                     self.stats.roots_code_refs += 1;
@@ -652,6 +751,7 @@ impl<M: Memory> Walker<'_, M> {
                     } else if matches!(insn.op1_kind(), OpKind::Immediate32 | OpKind::Immediate64 | OpKind::Immediate32to64) {
                         let v = insn.immediate(1);
                         if v > 0x10000 && self.is_code(v) {
+                            self.address_taken.insert(v);
                             self.queue.push((v, self.src));
                             self.stats.roots += 1;
                             self.stats.roots_code_refs += 1;
@@ -664,6 +764,7 @@ impl<M: Memory> Walker<'_, M> {
             Mnemonic::Push if matches!(insn.op0_kind(), OpKind::Immediate32to64) => {
                 let v = insn.immediate(0);
                 if v > 0x10000 && self.is_code(v) {
+                    self.address_taken.insert(v);
                     self.queue.push((v, self.src));
                     self.stats.roots += 1;
                     self.stats.roots_code_refs += 1;
@@ -747,8 +848,11 @@ impl<M: Memory> Walker<'_, M> {
     }
 
     /// Resolves a lazily bound symbol through the loaded objects' dynamic symbol tables
-    /// (executable first, then libraries in load order). IFUNCs: follow the resolver and
-    /// so every candidate it can return.
+    /// (executable first, then libraries in load order). IFUNCs: the target the same
+    /// resolver already returned in this process, when the defining object calls the
+    /// function itself through an IRELATIVE slot (glibc's string functions: the resolver
+    /// reads only the CPU features, frozen at startup, so a later lazy resolution returns
+    /// the same); otherwise follow the resolver and so every candidate it can return.
     fn resolve_symbol(&mut self, name: &str) -> bool {
         self.stats.lazy_slots += 1;
         let image = self.image;
@@ -759,6 +863,12 @@ impl<M: Memory> Walker<'_, M> {
             if let Some(&(addr, ifunc)) = o.info.exports.get(name) {
                 let a = addr.wrapping_add(o.bias);
                 if ifunc {
+                    if let Some(&slot) = o.info.irelative.get(&addr) {
+                        if let Some(t) = self.mem.read_u64(slot.wrapping_add(o.bias)).filter(|&t| self.is_code(t) && t != a) {
+                            self.stats.lazy_ifuncs_bound += 1;
+                            return self.push(t);
+                        }
+                    }
                     self.stats.lazy_ifuncs += 1;
                     self.lazy_symbols.insert(name.to_string());
                     // The resolver's code takes the address of every candidate (LEA),

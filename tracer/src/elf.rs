@@ -71,11 +71,18 @@ pub struct ElfInfo {
     /// Known CPU-capability variables defined here (address, size): set once at startup
     /// from CPUID, then only read (see guards.rs).
     pub cap_symbols: Vec<(u64, u64)>,
+    /// Functions and variables named in guards.rs's gate table (address, size).
+    pub gate_symbols: HashMap<&'static str, (u64, u64)>,
+    /// NT_GNU_BUILD_ID.
+    pub build_id: Option<Vec<u8>>,
+    /// R_X86_64_IRELATIVE relocations: IFUNC resolver → the GOT slot the dynamic linker
+    /// filled with its result at load time (applied even under lazy binding).
+    pub irelative: HashMap<u64, u64>,
 }
 
 /// Variables that hold CPU capability bits computed once at startup.
 pub const CAPABILITY_SYMBOLS: &[&str] =
-    &["OPENSSL_ia32cap_P", "__cpu_model", "__cpu_features2", "_dl_x86_cpu_features", "npy__cpu_have"];
+    &["OPENSSL_ia32cap_P", "__cpu_model", "__cpu_features2", "_dl_x86_cpu_features", "npy__cpu_have", "__pthread_force_elision"];
 
 const SKIP_DATA: &[&str] = &[
     ".got", ".got.plt", ".dynamic", ".eh_frame", ".eh_frame_hdr", ".gcc_except_table", ".dynsym", ".dynstr",
@@ -147,46 +154,18 @@ impl ElfInfo {
             }
         }
         // Symbols: .symtab when present, else .dynsym.
-        let mut seen = HashMap::new();
         info.has_symtab = !elf.syms.is_empty();
-        for (tab, strtab) in [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)] {
-            for s in tab.iter() {
-                let ty = s.st_type();
-                if ty == sym::STT_OBJECT && s.st_value != 0 && s.st_size != 0 {
-                    if let Some(name) = strtab.get_at(s.st_name) {
-                        if CAPABILITY_SYMBOLS.contains(&name) && !info.cap_symbols.contains(&(s.st_value, s.st_size)) {
-                            info.cap_symbols.push((s.st_value, s.st_size));
-                        }
-                    }
-                }
-                if s.st_value == 0 || s.st_shndx == 0 || !(ty == sym::STT_FUNC || ty == sym::STT_GNU_IFUNC || ty == sym::STT_NOTYPE) {
-                    continue;
-                }
-                let Some(name) = strtab.get_at(s.st_name) else { continue };
-                if name.is_empty() || name.starts_with("$") {
-                    continue;
-                }
-                if name == "main" && ty == sym::STT_FUNC {
-                    info.main = Some(s.st_value);
-                }
-                if seen.insert((s.st_value, name.to_string()), ()).is_none() {
-                    info.symbols.push(Symbol { addr: s.st_value, size: s.st_size, name: name.to_string() });
-                }
-            }
-        }
-        info.symbols.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
-        let mut starts: Vec<u64> = info.symbols.iter().filter(|s| s.size > 0).map(|s| s.addr).collect();
+        info.add_symbols(&elf, true);
+        info.build_id = build_id(&elf, bytes);
         for s in &elf.section_headers {
             if elf.shdr_strtab.get_at(s.sh_name) == Some(".eh_frame_hdr") && s.sh_type != sh::SHT_NOBITS {
                 let (o, n) = (s.sh_offset as usize, s.sh_size as usize);
                 if let Some(hdr) = bytes.get(o..o.saturating_add(n)) {
-                    starts.extend(eh_frame_hdr_starts(hdr, s.sh_addr));
+                    info.func_starts.extend(eh_frame_hdr_starts(hdr, s.sh_addr));
                 }
             }
         }
-        starts.sort_unstable();
-        starts.dedup();
-        info.func_starts = starts;
+        info.finish_symbols();
         for s in elf.dynsyms.iter() {
             if s.st_shndx == 0 || s.st_value == 0 {
                 continue;
@@ -199,8 +178,14 @@ impl ElfInfo {
                 info.exports.entry(name.to_string()).or_insert((s.st_value, ty == sym::STT_GNU_IFUNC));
             }
         }
-        use goblin::elf::reloc::{R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT};
+        use goblin::elf::reloc::{R_X86_64_GLOB_DAT, R_X86_64_IRELATIVE, R_X86_64_JUMP_SLOT};
         for r in elf.pltrelocs.iter().chain(elf.dynrelas.iter()) {
+            if r.r_type == R_X86_64_IRELATIVE {
+                if let Some(a) = r.r_addend {
+                    info.irelative.entry(a as u64).or_insert(r.r_offset);
+                }
+                continue;
+            }
             if r.r_type != R_X86_64_JUMP_SLOT && r.r_type != R_X86_64_GLOB_DAT {
                 continue;
             }
@@ -217,6 +202,76 @@ impl ElfInfo {
             });
         }
         Ok(info)
+    }
+
+    /// Adds the function and named-variable symbols of `elf` (`.symtab`, and `.dynsym`
+    /// when `dynamic`).
+    fn add_symbols(&mut self, elf: &Elf, dynamic: bool) {
+        let mut seen: std::collections::HashSet<(u64, String)> =
+            self.symbols.iter().map(|s| (s.addr, s.name.clone())).collect();
+        let tabs = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
+        for (tab, strtab) in tabs.into_iter().take(if dynamic { 2 } else { 1 }) {
+            for s in tab.iter() {
+                let ty = s.st_type();
+                if ty == sym::STT_OBJECT && s.st_value != 0 && s.st_size != 0 {
+                    if let Some(name) = strtab.get_at(s.st_name) {
+                        if CAPABILITY_SYMBOLS.contains(&name) && !self.cap_symbols.contains(&(s.st_value, s.st_size)) {
+                            self.cap_symbols.push((s.st_value, s.st_size));
+                        }
+                        if let Some(&n) = crate::guards::GATE_NAMES.iter().find(|&&n| n == name) {
+                            self.gate_symbols.entry(n).or_insert((s.st_value, s.st_size));
+                        }
+                    }
+                }
+                if s.st_value == 0 || s.st_shndx == 0 || !(ty == sym::STT_FUNC || ty == sym::STT_GNU_IFUNC || ty == sym::STT_NOTYPE) {
+                    continue;
+                }
+                let Some(name) = strtab.get_at(s.st_name) else { continue };
+                if name.is_empty() || name.starts_with("$") {
+                    continue;
+                }
+                if name == "main" && ty == sym::STT_FUNC {
+                    self.main = Some(s.st_value);
+                }
+                if let Some(&n) = crate::guards::GATE_NAMES.iter().find(|&&n| n == name) {
+                    self.gate_symbols.entry(n).or_insert((s.st_value, s.st_size));
+                }
+                if seen.insert((s.st_value, name.to_string())) {
+                    self.symbols.push(Symbol { addr: s.st_value, size: s.st_size, name: name.to_string() });
+                }
+            }
+        }
+    }
+
+    /// Sorts the symbols and merges their starts into `func_starts`.
+    fn finish_symbols(&mut self) {
+        self.symbols.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
+        self.func_starts.extend(self.symbols.iter().filter(|s| s.size > 0).map(|s| s.addr));
+        self.func_starts.sort_unstable();
+        self.func_starts.dedup();
+    }
+
+    /// Merges the `.symtab` of a separate debug file (`/usr/lib/debug/.build-id/…`, e.g.
+    /// Debian's libc6-dbg) into a stripped object's symbols: local functions and
+    /// variables (`__pthread_force_elision`, …) get names. The caller matched the file by
+    /// build id. Returns how many symbols were added.
+    pub fn add_debug_symbols(&mut self, bytes: &[u8]) -> Result<usize, ElfError> {
+        let elf = Elf::parse(bytes).map_err(|e| ElfError::Parse(e.to_string()))?;
+        if build_id(&elf, bytes) != self.build_id {
+            return Err(ElfError::Parse("debug file has another build id".into()));
+        }
+        let before = self.symbols.len();
+        self.add_symbols(&elf, false);
+        self.has_symtab |= !elf.syms.is_empty();
+        self.finish_symbols();
+        Ok(self.symbols.len() - before)
+    }
+
+    /// Where a separate debug file for this object would be, by build id.
+    pub fn debug_file_path(&self) -> Option<std::path::PathBuf> {
+        let id = self.build_id.as_ref().filter(|id| id.len() > 1)?;
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        Some(std::path::PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])))
     }
 
     /// Load bias of an object whose bytes at file `offset` are mapped at `start`.
@@ -248,6 +303,12 @@ impl ElfInfo {
     pub fn is_function_start(&self, addr: u64) -> bool {
         self.func_starts.binary_search(&addr).is_ok()
     }
+}
+
+fn build_id(elf: &Elf, bytes: &[u8]) -> Option<Vec<u8>> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let notes = elf.iter_note_sections(bytes, Some(".note.gnu.build-id")).or_else(|| elf.iter_note_headers(bytes))?;
+    notes.flatten().find(|n| n.n_type == NT_GNU_BUILD_ID && n.name == "GNU").map(|n| n.desc.to_vec())
 }
 
 /// Function start addresses from an `.eh_frame_hdr` binary-search table (the common

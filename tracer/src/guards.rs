@@ -37,6 +37,129 @@ impl Frozen {
     }
 }
 
+/// Functions of one object that run only while a capability variable of the same object
+/// is non-zero: code that a CPUID-derived flag, fixed at startup, keeps from ever running.
+/// The variable's live value travels with the process, so a closed gate stays closed on
+/// any destination. Needs the object's symbols (`.symtab`, or its debug file).
+pub struct Gate {
+    pub var: &'static str,
+    pub functions: &'static [&'static str],
+    pub why: &'static str,
+}
+
+/// glibc (sysdeps/unix/sysv/linux/x86/elision-conf.c, force-elision.h): the
+/// `__lll_*_elision` functions (XBEGIN/XEND/XABORT/XTEST) run only for mutexes whose kind
+/// has PTHREAD_MUTEX_ELISION_NP, and only `FORCE_ELISION` in pthread_mutex_lock/trylock/
+/// timedlock sets that bit, when `__pthread_force_elision` is non-zero
+/// (`pthread_mutexattr_settype` rejects elision kinds). `__pthread_force_elision` is
+/// written once, by the glibc.elision.enable tunable at startup, and only to 1 when the
+/// CPU has RTM. Default: 0, elision off.
+pub const GATES: &[Gate] = &[Gate {
+    var: "__pthread_force_elision",
+    functions: &[
+        "__lll_lock_elision",
+        "__lll_clocklock_elision",
+        "__lll_timedlock_elision",
+        "__lll_trylock_elision",
+        "__lll_unlock_elision",
+    ],
+    why: "glibc lock elision (RTM) disabled: __pthread_force_elision = 0",
+}];
+
+/// Every name in [`GATES`] (elf.rs records their addresses).
+pub const GATE_NAMES: &[&str] = &[
+    "__pthread_force_elision",
+    "__lll_lock_elision",
+    "__lll_clocklock_elision",
+    "__lll_timedlock_elision",
+    "__lll_trylock_elision",
+    "__lll_unlock_elision",
+];
+
+/// Entry addresses of gated functions whose gate is closed in this process, with why.
+pub fn closed_gates<M: Memory>(objects: &[crate::image::Object], mem: &M) -> Vec<(u64, &'static str)> {
+    let mut out = Vec::new();
+    for o in objects {
+        for g in GATES {
+            let Some(&(var, size)) = o.info.gate_symbols.get(g.var) else { continue };
+            let size = size.clamp(1, 8) as usize;
+            let mut b = [0u8; 8];
+            if mem.read(var.wrapping_add(o.bias), &mut b[..size]) != size || b.iter().any(|&x| x != 0) {
+                continue;
+            }
+            for f in g.functions {
+                if let Some(&(addr, _)) = o.info.gate_symbols.get(f) {
+                    out.push((addr.wrapping_add(o.bias), g.why));
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Size of OpenSSL's `OPENSSL_ia32cap_P` that the dispatch code reads: CPUID.1 EDX/ECX,
+/// CPUID.7 EBX/ECX.
+const OPENSSL_CAP_BYTES: u64 = 16;
+
+/// OpenSSL's `OPENSSL_ia32cap_P` in a libcrypto stripped of that (hidden) symbol, as
+/// `(address, size)`. OpenSSL's perlasm puts `call OPENSSL_cpuid_setup` in the object's
+/// `.init` section; that function passes the vector's address to `OPENSSL_ia32_cpuid`
+/// (which executes CPUID) and stores the result with bit 10 set ("initialized"). All three
+/// must hold: the callee of `.init` loads `lea reg,[rip+X]` at most three instructions
+/// before a direct call to a function containing CPUID, every such X is the same
+/// writable variable, and its first dword has bit 10 set in the live process.
+pub fn openssl_cap_vector<M: Memory>(image: &crate::image::Image, o: usize, mem: &M) -> Option<(u64, u64)> {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    let obj = &image.objects[o];
+    let code = |addr: u64, max: usize| -> Option<&[u8]> {
+        let r = &image.regions[image.region_of(addr)?];
+        let off = (addr - r.start) as usize;
+        let b = r.bytes();
+        Some(&b[off..b.len().min(off + max)])
+    };
+    let decode = |addr: u64, max: usize| -> Vec<Instruction> {
+        code(addr, max).map(|b| Decoder::with_ip(64, b, addr, DecoderOptions::NONE).into_iter().take_while(|i| !i.is_invalid()).collect()).unwrap_or_default()
+    };
+    let init = obj.info.exec_sections.iter().find(|s| s.name == ".init")?;
+    let init_calls: Vec<u64> = decode(init.addr.wrapping_add(obj.bias), init.size as usize)
+        .iter()
+        .filter(|i| i.flow_control() == FlowControl::Call && i.op0_kind() == OpKind::NearBranch64)
+        .map(|i| i.near_branch_target())
+        .collect();
+    let writable = |x: u64| {
+        obj.info.data_sections.iter().any(|s| {
+            let a = s.addr.wrapping_add(obj.bias);
+            x >= a && x.saturating_add(OPENSSL_CAP_BYTES) <= a.wrapping_add(s.size)
+        })
+    };
+    let mut found: Option<u64> = None;
+    for t in init_calls {
+        let body = decode(t, 768);
+        for (k, i) in body.iter().enumerate() {
+            if i.flow_control() != FlowControl::Call || i.op0_kind() != OpKind::NearBranch64 {
+                continue;
+            }
+            let callee = decode(i.near_branch_target(), 512);
+            if !callee.iter().any(|c| c.mnemonic() == Mnemonic::Cpuid) {
+                continue;
+            }
+            for p in &body[k.saturating_sub(3)..k] {
+                if p.mnemonic() == Mnemonic::Lea && p.is_ip_rel_memory_operand() && writable(p.ip_rel_memory_address()) {
+                    let x = p.ip_rel_memory_address();
+                    if found.is_some_and(|f| f != x) {
+                        return None;
+                    }
+                    found = Some(x);
+                }
+            }
+        }
+    }
+    let x = found?;
+    let mut w = [0u8; 4];
+    (mem.read(x, &mut w) == 4 && u32::from_le_bytes(w) & (1 << 10) != 0).then_some((x, OPENSSL_CAP_BYTES))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Flags {
     zf: bool,
@@ -54,15 +177,15 @@ pub struct Consts {
     bt_only: bool,
 }
 
-fn gpr(r: Register) -> Option<(usize, u32)> {
-    let (base, bits) = if r.is_gpr64() {
-        (Register::RAX, 64)
-    } else if r.is_gpr32() {
-        (Register::EAX, 32)
-    } else {
+/// Index (0 = rax … 15 = r15), width in bits and bit offset (8 for ah/bh/ch/dh) of a
+/// general-purpose register.
+fn gpr(r: Register) -> Option<(usize, u32, u32)> {
+    if !(r.is_gpr64() || r.is_gpr32() || r.is_gpr16() || r.is_gpr8()) {
         return None;
-    };
-    Some(((r as usize).wrapping_sub(base as usize), bits))
+    }
+    let i = (r.full_register() as usize).wrapping_sub(Register::RAX as usize);
+    let high = matches!(r, Register::AH | Register::BH | Register::CH | Register::DH);
+    (i < 16).then(|| (i, r.size() as u32 * 8, if high { 8 } else { 0 }))
 }
 
 fn mask(bits: u32) -> u64 {
@@ -79,8 +202,22 @@ impl Consts {
     }
 
     fn reg(&self, r: Register) -> Option<u64> {
-        let (i, bits) = gpr(r)?;
-        self.regs.get(i).copied().flatten().map(|v| v & mask(bits))
+        let (i, bits, shift) = gpr(r)?;
+        self.regs[i].map(|v| (v >> shift) & mask(bits))
+    }
+
+    /// Writes `v` (None: unknown) to a register with x86 semantics: 32-bit writes
+    /// zero-extend, 8/16-bit writes keep the other bits.
+    fn set_reg(&mut self, r: Register, v: Option<u64>) {
+        let Some((i, bits, shift)) = gpr(r) else {
+            self.clear();
+            return;
+        };
+        self.regs[i] = match (bits, v) {
+            (64 | 32, v) => v.map(|v| v & mask(bits)),
+            (_, Some(v)) => self.regs[i].map(|old| (old & !(mask(bits) << shift)) | ((v & mask(bits)) << shift)),
+            (_, None) => None,
+        };
     }
 
     fn mem_addr(&self, insn: &Instruction) -> Option<u64> {
@@ -99,7 +236,7 @@ impl Consts {
         match insn.op_kind(op) {
             OpKind::Register => {
                 let r = insn.op_register(op);
-                let (_, bits) = gpr(r)?;
+                let (_, bits, _) = gpr(r)?;
                 Some((self.reg(r)?, bits))
             }
             OpKind::Memory => {
@@ -128,22 +265,96 @@ impl Consts {
 
     /// Updates the state for a non-branch instruction.
     pub fn step<M: Memory>(&mut self, insn: &Instruction, mem: &M, frozen: &Frozen) {
+        let dst_reg = (insn.op_count() > 0 && insn.op0_kind() == OpKind::Register).then(|| insn.op0_register());
         match insn.mnemonic() {
             Mnemonic::Nop | Mnemonic::Endbr64 => {}
-            Mnemonic::Mov | Mnemonic::Lea if insn.op0_kind() == OpKind::Register => {
+            Mnemonic::Mov | Mnemonic::Lea | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd if dst_reg.is_some() => {
                 let dst = insn.op0_register();
-                let v = if insn.mnemonic() == Mnemonic::Lea {
-                    self.mem_addr(insn)
-                } else {
-                    self.operand(insn, 1, mem, frozen).map(|(v, _)| v)
+                let v = match insn.mnemonic() {
+                    Mnemonic::Lea => self.mem_addr(insn),
+                    Mnemonic::Movsx | Mnemonic::Movsxd => self.operand(insn, 1, mem, frozen).map(|(v, w)| sign_extend(v, w)),
+                    _ => self.operand(insn, 1, mem, frozen).map(|(v, _)| v),
                 };
-                match gpr(dst) {
-                    // 32-bit writes zero-extend into the full register.
-                    Some((i, bits)) if i < 16 => self.regs[i] = v.map(|v| v & mask(bits)),
-                    _ => self.forget_register(dst),
+                self.set_reg(dst, v);
+            }
+            // Stores: registers and flags unchanged.
+            Mnemonic::Mov => {}
+            Mnemonic::Push => self.regs[4] = None,
+            Mnemonic::Pop => {
+                self.regs[4] = None;
+                self.forget_register(insn.op0_register());
+            }
+            Mnemonic::Not => match dst_reg {
+                Some(r) => {
+                    let v = self.reg(r).map(|v| !v);
+                    self.set_reg(r, v);
+                }
+                None => {}
+            },
+            Mnemonic::And | Mnemonic::Or | Mnemonic::Xor | Mnemonic::Add | Mnemonic::Sub => {
+                let Some(dst) = dst_reg else {
+                    // Read-modify-write of memory: registers unchanged, flags unknown.
+                    self.flags = None;
+                    self.bt_only = false;
+                    return;
+                };
+                let same = insn.op1_kind() == OpKind::Register && insn.op1_register() == dst;
+                let a = self.operand(insn, 0, mem, frozen);
+                let b = self.operand(insn, 1, mem, frozen);
+                let (bits, r) = match (insn.mnemonic(), a, b) {
+                    // xor r,r / sub r,r: zero whatever r held.
+                    (Mnemonic::Xor | Mnemonic::Sub, _, _) if same => {
+                        let bits = gpr(dst).map_or(64, |g| g.1);
+                        (bits, Some((0, false, false)))
+                    }
+                    (m, Some((a, wa)), Some((b, _))) => {
+                        let bits = wa.clamp(8, 64);
+                        let mk = mask(bits);
+                        let sign = 1u64 << (bits - 1);
+                        let (a, b) = (a & mk, b & mk);
+                        let r = match m {
+                            Mnemonic::And => (a & b, false, false),
+                            Mnemonic::Or => (a | b, false, false),
+                            Mnemonic::Xor => (a ^ b, false, false),
+                            Mnemonic::Add => {
+                                let r = a.wrapping_add(b) & mk;
+                                (r, r < a, ((a ^ r) & (b ^ r) & sign) != 0)
+                            }
+                            _ => {
+                                let r = a.wrapping_sub(b) & mk;
+                                (r, a < b, ((a ^ b) & (a ^ r) & sign) != 0)
+                            }
+                        };
+                        (bits, Some(r))
+                    }
+                    _ => (64, None),
+                };
+                match r {
+                    Some((v, cf, of)) => {
+                        let sign = 1u64 << (bits - 1);
+                        self.set_reg(dst, Some(v));
+                        self.flags = Some(Flags { zf: v == 0, sf: v & sign != 0, cf, of });
+                    }
+                    None => {
+                        self.set_reg(dst, None);
+                        self.flags = None;
+                    }
                 }
             }
-            Mnemonic::Mov => {} // store to memory: registers and flags unchanged
+            Mnemonic::Shl | Mnemonic::Shr if dst_reg.is_some() && insn.op1_kind() != OpKind::Register => {
+                // Only the value is tracked; the flags are forgotten.
+                let dst = insn.op0_register();
+                let v = match (self.reg(dst), gpr(dst)) {
+                    (Some(v), Some((_, bits, _))) => {
+                        let n = (insn.immediate(1) & if bits == 64 { 63 } else { 31 }) as u32;
+                        let v = if insn.mnemonic() == Mnemonic::Shl { v.checked_shl(n).unwrap_or(0) } else { v.checked_shr(n).unwrap_or(0) };
+                        Some(v & mask(bits))
+                    }
+                    _ => None,
+                };
+                self.set_reg(dst, v);
+                self.flags = None;
+            }
             Mnemonic::Test | Mnemonic::Cmp => {
                 let a = self.operand(insn, 0, mem, frozen);
                 let b = self.operand(insn, 1, mem, frozen);
@@ -191,13 +402,9 @@ impl Consts {
     }
 
     fn forget_register(&mut self, r: Register) {
-        let full = r.full_register();
-        if let Some((i, _)) = gpr(full) {
-            if i < 16 {
-                self.regs[i] = None;
-            }
-        } else {
-            self.clear();
+        match gpr(r) {
+            Some((i, _, _)) => self.regs[i] = None,
+            None => self.clear(),
         }
     }
 
@@ -225,6 +432,15 @@ impl Consts {
             C::g => !f.zf && f.sf == f.of,
             _ => return None,
         })
+    }
+}
+
+fn sign_extend(v: u64, bits: u32) -> u64 {
+    if bits >= 64 {
+        v
+    } else {
+        let shift = 64 - bits;
+        (((v << shift) as i64) >> shift) as u64
     }
 }
 
@@ -315,6 +531,17 @@ mod tests {
         let (text, d) = run(&code, &frozen());
         assert_eq!(text[1], "add r11,8");
         assert_eq!(d, None);
+    }
+
+    #[test]
+    fn gate_names_cover_the_gates() {
+        for g in GATES {
+            assert!(GATE_NAMES.contains(&g.var), "{}", g.var);
+            for f in g.functions {
+                assert!(GATE_NAMES.contains(f), "{f}");
+            }
+        }
+        assert_eq!(GATE_NAMES.len(), GATES.iter().map(|g| 1 + g.functions.len()).sum::<usize>());
     }
 
     #[test]

@@ -185,14 +185,18 @@ impl Image {
         }
         regions.retain(|r| r.end > r.start);
         regions.sort_by_key(|r| r.start);
+        let mut image = Image { frozen: Default::default(), objects, regions, exe, warnings };
         // Read-only now (RELRO'd data, .rodata, code) or a known capability variable.
         let mut frozen: Vec<(u64, u64)> = maps.iter().filter(|m| m.read && !m.write).map(|m| (m.start, m.end)).collect();
-        for o in &objects {
-            for &(a, sz) in &o.info.cap_symbols {
-                frozen.push((a.wrapping_add(o.bias), a.wrapping_add(o.bias).saturating_add(sz)));
+        for (i, o) in image.objects.iter().enumerate() {
+            let mut caps: Vec<(u64, u64)> = o.info.cap_symbols.iter().map(|&(a, sz)| (a.wrapping_add(o.bias), sz)).collect();
+            if caps.is_empty() {
+                caps.extend(crate::guards::openssl_cap_vector(&image, i, mem));
             }
+            frozen.extend(caps.into_iter().map(|(a, sz)| (a, a.saturating_add(sz))));
         }
-        Image { frozen: crate::guards::Frozen::new(frozen), objects, regions, exe, warnings }
+        image.frozen = crate::guards::Frozen::new(frozen);
+        image
     }
 
     /// An image of ELF files on disk (not running): each file's executable sections at
@@ -204,7 +208,8 @@ impl Image {
         for (i, p) in paths.iter().enumerate() {
             let f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
             let map = crate::sys::mmap::map_readonly(&f).map_err(|e| format!("{}: {e}", p.display()))?;
-            let info = ElfInfo::parse(&map).map_err(|e| format!("{}: {e}", p.display()))?;
+            let mut info = ElfInfo::parse(&map).map_err(|e| format!("{}: {e}", p.display()))?;
+            add_debug_symbols(&mut info);
             let map = Arc::new(map);
             let lo = info.exec_sections.iter().map(|s| s.addr).min().unwrap_or(0);
             let hi = info.exec_sections.iter().map(|s| s.addr.saturating_add(s.size)).max().unwrap_or(0);
@@ -268,11 +273,25 @@ fn live_region(m: &Mapping, mem: &CachedMem, name: String) -> Region {
     Region { start: m.start, end: m.start + n as u64, object: None, name, bytes: Bytes::Owned(v) }
 }
 
+/// A stripped object's symbols from its separate debug file, when one with the same build
+/// id is installed (Debian's libc6-dbg, *-dbgsym packages). Missing or unreadable: nothing.
+fn add_debug_symbols(info: &mut ElfInfo) {
+    if info.has_symtab {
+        return;
+    }
+    let Some(path) = info.debug_file_path() else { return };
+    let Ok(f) = std::fs::File::open(&path) else { return };
+    if let Ok(map) = crate::sys::mmap::map_readonly(&f) {
+        let _ = info.add_debug_symbols(&map);
+    }
+}
+
 fn load_object(proc: &Proc, m: &Mapping, _maps: &[Mapping]) -> Result<Object, String> {
     let f = proc.open_mapped(m).map_err(|e| e.to_string())?;
 
     let map = crate::sys::mmap::map_readonly(&f).map_err(|e| e.to_string())?;
-    let info = ElfInfo::parse(&map).map_err(|e| e.to_string())?;
+    let mut info = ElfInfo::parse(&map).map_err(|e| e.to_string())?;
+    add_debug_symbols(&mut info);
     let bias = info.bias_for(m.start, m.offset).ok_or("mapping matches no PT_LOAD segment")?;
     Ok(Object { path: m.path.clone().unwrap_or_default(), bias, info, is_main: false, file: Some(Arc::new(map)) })
 }

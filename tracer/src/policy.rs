@@ -177,6 +177,8 @@ pub struct EvalRow {
     pub ratio_vs_criu_cpu: Option<f64>,
     /// ours.accepted / criu-default.accepted.
     pub ratio_vs_criu_default: Option<f64>,
+    /// ours.accepted / criu-strict.accepted (CRIU `--cpu-cap=cpu`).
+    pub ratio_vs_criu_strict: Option<f64>,
     /// Required features on the fewest destinations, rarest first (at most 3, only those
     /// not on every destination): why sources or accepted pairs are few.
     pub rarest: Vec<(&'static str, usize)>,
@@ -236,6 +238,7 @@ pub fn eval(w: &Workload, sources: &[Platform], dests: &[Platform]) -> EvalRow {
         pairs,
         ratio_vs_criu_cpu: ratio(Policy::CriuCpu),
         ratio_vs_criu_default: ratio(Policy::CriuDefault),
+        ratio_vs_criu_strict: ratio(Policy::CriuStrict),
         policies: counts,
     }
 }
@@ -246,7 +249,7 @@ pub fn write_table(rows: &[EvalRow], mut out: impl std::io::Write) -> std::io::R
     for p in &Policy::ALL[1..] {
         write!(out, " {:>20}", format!("{} (recall)", p.name()))?;
     }
-    writeln!(out, " {:>10} {:>10}", "ours/cpu", "ours/dflt")?;
+    writeln!(out, " {:>9} {:>9} {:>9}", "ours/cpu", "ours/dflt", "ours/strict")?;
     for r in rows {
         write!(out, "{:<22} {:>5} {:>7} {:>7}", truncate(&r.workload, 22), r.sources, r.pairs, r.policies[0].accepted)?;
         for c in &r.policies[1..] {
@@ -259,7 +262,7 @@ pub fn write_table(rows: &[EvalRow], mut out: impl std::io::Write) -> std::io::R
             None if ours > 0 => "inf".into(),
             None => "-".into(),
         };
-        writeln!(out, " {:>10} {:>10}", f(r.ratio_vs_criu_cpu), f(r.ratio_vs_criu_default))?;
+        writeln!(out, " {:>9} {:>9} {:>9}", f(r.ratio_vs_criu_cpu), f(r.ratio_vs_criu_default), f(r.ratio_vs_criu_strict))?;
     }
     for r in rows.iter().filter(|r| r.sources == 0) {
         let why: Vec<String> = r.rarest.iter().map(|(f, n)| format!("{f} on {n}")).collect();

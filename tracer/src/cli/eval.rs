@@ -43,9 +43,20 @@ impl EvalCommand {
         } else {
             self.source.iter().map(|p| check::load_host(p)).collect::<Result<Vec<_>, _>>()?
         };
+        let mut loaded = Vec::new();
+        for path in &self.workload {
+            let w = Workload::load(path)?;
+            loaded.push((path, w));
+        }
+        // Two sets of one executable (e.g. with and without LD_BIND_NOW): name rows by file.
+        let names: Vec<String> = loaded.iter().map(|(_, w)| w.name.clone()).collect();
         let mut rows = Vec::new();
-        for w in &self.workload {
-            let mut w = Workload::load(w)?;
+        for (path, mut w) in loaded {
+            if names.iter().filter(|n| **n == w.name).count() > 1 {
+                if let Some(stem) = path.file_stem() {
+                    w.name = stem.to_string_lossy().into_owned();
+                }
+            }
             if !self.ignore.is_empty() {
                 let before = w.required.len();
                 w = w.ignoring(&self.ignore)?;

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# End-to-end evaluation (issue 5): trace the ISA fixtures, a python3 loop (Debian's
+# /usr/bin/python3 and whatever `python3` is on PATH) and redis-server (Debian package), each
+# with and without LD_BIND_NOW=1, then `tracer eval` every feature set against the AWS
+# catalog: pairs accepted by ours vs CRIU's policies, recall, ours/CRIU ratios.
+# Usage: scripts/eval-aws.sh [--groups] [OUT_DIR]   (root; default OUT_DIR target/eval-aws)
+# Prints the instance-type table, then the CPU-group table; the feature sets, each
+# workload's required features and the JSON tables stay in OUT_DIR.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/eval-aws}
+mkdir -p "$out"
+cargo build -q -p tracer --bins || exit 2
+T=target/debug/tracer
+[ -x fixtures/build/isa/dispatch ] || scripts/build-fixtures.sh || exit 2
+command -v redis-server > /dev/null || apt-get install -y -q redis-server > /dev/null || exit 2
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2> /dev/null; done; }
+trap cleanup EXIT
+sets=()
+
+wait_ready() { # file
+  for _ in $(seq 100); do grep -q ready "$1" 2> /dev/null && return 0; sleep 0.1; done
+  return 1
+}
+
+trace() { # name pid
+  local name=$1 pid=$2
+  if "$T" --pid "$pid" --json -o "$out/$name.json" 2> "$out/$name.err"; then
+    sets+=("$out/$name.json")
+    python3 - "$out/$name.json" > "$out/$name.required" << 'PY'
+import json, sys
+fs = json.load(open(sys.argv[1]))
+print(" ".join(f["name"] for f in fs["features"] if f["class"] != "hint"))
+PY
+    printf '  %-24s %s\n' "$name" "$(cat "$out/$name.required")"
+  else
+    echo "  $name: tracer failed: $(cat "$out/$name.err")"
+  fi
+}
+
+run() { # name bind_now cmd...
+  local name=$1 bind=$2; shift 2
+  local env=(env)
+  [ "$bind" = 1 ] && env=(env LD_BIND_NOW=1)
+  "${env[@]}" "$@" > "$out/$name.stdout" 2>&1 &
+  local p=$!
+  pids+=("$p")
+  wait_ready "$out/$name.stdout" || sleep 1
+  trace "$name" "$p"
+  kill "$p" 2> /dev/null
+  wait "$p" 2> /dev/null
+}
+
+loop='import json, time
+print("ready", flush=True)
+while True:
+    d = {"k%d" % i: [i, str(i) * 3, i / 7] for i in range(2000)}
+    s = json.dumps(d); assert json.loads(s) == d; time.sleep(0.01)'
+
+echo "required features (faults/silent) per traced process:"
+for f in dead_avx2 fnptr_table dispatch switch_table switch_table_pie sha_thread jit threads8; do
+  run "$f" 0 "fixtures/build/isa/$f"
+done
+run strings 1 fixtures/build/isa/strings
+for bind in 0 1; do
+  sfx=$([ $bind = 1 ] && echo "-bindnow" || echo "")
+  run "python3-debian$sfx" $bind /usr/bin/python3 -c "$loop"
+  py=$(command -v python3)
+  [ "$(readlink -f "$py")" != "$(readlink -f /usr/bin/python3)" ] && run "python3-path$sfx" $bind "$py" -c "$loop"
+  sock="$(pwd)/$out/redis$sfx.sock"
+  env $([ $bind = 1 ] && echo LD_BIND_NOW=1) redis-server --port 0 --unixsocket "$sock" --save '' --appendonly no > "$out/redis$sfx.stdout" 2>&1 &
+  rp=$!; pids+=("$rp")
+  for _ in $(seq 50); do redis-cli -s "$sock" ping > /dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -s "$sock" set k v > /dev/null 2>&1
+  trace "redis-server$sfx" "$rp"
+  kill "$rp"; wait "$rp" 2> /dev/null
+done
+
+echo
+echo "tracer eval --catalog aws (instance types):"
+"$T" eval --catalog aws --workload "${sets[@]}" | tee "$out/eval.txt"
+"$T" eval --catalog aws --json --workload "${sets[@]}" > "$out/eval.json"
+echo
+echo "tracer eval --catalog aws --groups (one instance type per CPU group):"
+"$T" eval --catalog aws --groups --workload "${sets[@]}" | tee "$out/eval-groups.txt"
