@@ -93,6 +93,69 @@ pub struct Chunk {
     pub data: Bytes,
 }
 
+/// One chunk's record: page offsets, then its zstd frame.
+fn write_chunk(w: &mut impl Write, present: &[u16], data: &[u8]) -> Result<(), ImageError> {
+    w.write_all(&(present.len() as u32).to_le_bytes())?;
+    let offs: Vec<u8> = present.iter().flat_map(|p| p.to_le_bytes()).collect();
+    w.write_all(&offs)?;
+    w.write_all(&(data.len() as u32).to_le_bytes())?;
+    w.write_all(data)?;
+    Ok(())
+}
+
+/// Compresses one chunk of linear memory at a time (one per thread).
+struct ChunkCompressor {
+    cx: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
+}
+
+impl ChunkCompressor {
+    fn new(level: i32) -> Self {
+        ChunkCompressor { cx: zstd::bulk::Compressor::new(level).ok(), scratch: Vec::new() }
+    }
+
+    /// Appends chunk `ci` of `mem` (its non-zero pages outside `skip`) to
+    /// `buf` as one zstd frame; returns the offsets of the pages stored.
+    fn compress(&mut self, mem: &[u8], ci: usize, skip: &std::ops::Range<usize>, buf: &mut Vec<u8>) -> Result<Vec<u16>, ImageError> {
+        let pages_total = mem.len() / PAGE;
+        let present: Vec<u16> = (0..CHUNK_PAGES)
+            .map(|off| (off, ci * CHUNK_PAGES + off))
+            .take_while(|&(_, p)| p < pages_total)
+            .filter(|&(_, p)| !skip.contains(&p) && !is_zero(&mem[p * PAGE..(p + 1) * PAGE]))
+            .map(|(off, _)| off as u16)
+            .collect();
+        let src: &[u8] = match contiguous(&present) {
+            _ if present.is_empty() => return Ok(present),
+            Some(first) => {
+                let p0 = ci * CHUNK_PAGES + first;
+                &mem[p0 * PAGE..(p0 + present.len()) * PAGE]
+            }
+            None => {
+                self.scratch.clear();
+                for off in &present {
+                    let p = ci * CHUNK_PAGES + *off as usize;
+                    self.scratch.extend_from_slice(&mem[p * PAGE..(p + 1) * PAGE]);
+                }
+                &self.scratch[..]
+            }
+        };
+        if incompressible(src, self.cx.as_mut()) {
+            // Random-looking data: a zstd frame of raw blocks (a plain copy)
+            // instead of a futile compression.
+            write_raw_frame(buf, src);
+            return Ok(present);
+        }
+        let cx = self.cx.as_mut().ok_or_else(|| ImageError::Corrupt("zstd compressor unavailable".into()))?;
+        buf.reserve(zstd::zstd_safe::compress_bound(src.len()));
+        // Appends at the end without zero-filling the buffer first.
+        let at = buf.len();
+        let mut cur = std::io::Cursor::new(&mut *buf);
+        cur.set_position(at as u64);
+        cx.compress_to_buffer(src, &mut cur).map_err(|e| ImageError::Corrupt(format!("zstd compression of linear memory failed: {e}")))?;
+        Ok(present)
+    }
+}
+
 /// `Some(first)` when `present` is a run of consecutive pages.
 fn contiguous(present: &[u16]) -> Option<usize> {
     let first = *present.first()? as usize;
@@ -141,6 +204,15 @@ impl Image {
     /// Writes the image; returns the number of bytes written.
     pub fn write_to(&self, w: impl Write) -> Result<u64, ImageError> {
         let mut w = CrcWriter { inner: w, crc: crc32fast::Hasher::new(), written: 0 };
+        self.write_head(&mut w, self.chunks.len())?;
+        for c in &self.chunks {
+            write_chunk(&mut w, &c.present, &c.data)?;
+        }
+        self.write_tail(w)
+    }
+
+    /// Everything before the memory chunks.
+    fn write_head(&self, w: &mut impl Write, n_chunks: usize) -> Result<(), ImageError> {
         w.write_all(MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
         w.write_all(&self.module_hash)?;
@@ -149,17 +221,12 @@ impl Image {
         w.write_all(&meta)?;
         w.write_all(&self.pages_total.to_le_bytes())?;
         w.write_all(&(CHUNK_PAGES as u32).to_le_bytes())?;
-        w.write_all(&(self.chunks.len() as u32).to_le_bytes())?;
-        for c in &self.chunks {
-            w.write_all(&(c.present.len() as u32).to_le_bytes())?;
-            let mut offs = Vec::with_capacity(c.present.len() * 2);
-            for p in &c.present {
-                offs.extend_from_slice(&p.to_le_bytes());
-            }
-            w.write_all(&offs)?;
-            w.write_all(&(c.data.len() as u32).to_le_bytes())?;
-            w.write_all(&c.data)?;
-        }
+        w.write_all(&(n_chunks as u32).to_le_bytes())?;
+        Ok(())
+    }
+
+    /// The asyncify stack and the checksum over everything before it.
+    fn write_tail<W: Write>(&self, mut w: CrcWriter<W>) -> Result<u64, ImageError> {
         w.write_all(&(self.stack.len() as u32).to_le_bytes())?;
         w.write_all(&self.stack)?;
         let crc = w.crc.clone().finalize();
@@ -250,12 +317,10 @@ impl Image {
     /// Compresses linear memory `mem`, skipping zero pages and the pages in
     /// `skip` (the asyncify region), in parallel over the available cores.
     pub fn compress_memory(mem: &[u8], skip: std::ops::Range<usize>, level: i32) -> Result<(u32, Vec<Chunk>), ImageError> {
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        let failed = &failed;
         let pages_total = mem.len() / PAGE;
         let n_chunks = pages_total.div_ceil(CHUNK_PAGES);
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-        let mut out: Vec<Option<Chunk>> = vec![None; n_chunks];
+        let mut out: Vec<Option<Result<Chunk, ImageError>>> = (0..n_chunks).map(|_| None).collect();
         let per = n_chunks.div_ceil(threads).max(1);
         std::thread::scope(|s| {
             for (t, slots) in out.chunks_mut(per).enumerate() {
@@ -264,81 +329,72 @@ impl Image {
                     // One output buffer per thread, on huge pages; chunks share it.
                     let bound = zstd::zstd_safe::compress_bound(CHUNK_PAGES * PAGE);
                     let mut buf = crate::sys::huge_with_capacity(bound * slots.len());
-                    let mut ranges = Vec::with_capacity(slots.len());
-                    let mut presents = Vec::with_capacity(slots.len());
-                    let mut at = 0;
-                    let mut scratch = Vec::new();
-                    let mut cx = zstd::bulk::Compressor::new(level).ok();
+                    let mut z = ChunkCompressor::new(level);
+                    let mut done = Vec::with_capacity(slots.len());
                     for k in 0..slots.len() {
-                        let ci = t * per + k;
-                        let mut present = Vec::new();
-                        for off in 0..CHUNK_PAGES {
-                            let p = ci * CHUNK_PAGES + off;
-                            if p >= pages_total {
-                                break;
-                            }
-                            if skip.contains(&p) {
-                                continue;
-                            }
-                            if !is_zero(&mem[p * PAGE..(p + 1) * PAGE]) {
-                                present.push(off as u16);
-                            }
-                        }
-                        let src: &[u8] = match contiguous(&present) {
-                            None => &[],
-                            Some(first) => {
-                                let p0 = ci * CHUNK_PAGES + first;
-                                &mem[p0 * PAGE..(p0 + present.len()) * PAGE]
-                            }
-                        };
-                        let src = if src.is_empty() && !present.is_empty() {
-                            scratch.clear();
-                            for off in &present {
-                                let p = ci * CHUNK_PAGES + *off as usize;
-                                scratch.extend_from_slice(&mem[p * PAGE..(p + 1) * PAGE]);
-                            }
-                            &scratch[..]
-                        } else {
-                            src
-                        };
-                        let n = if src.is_empty() {
-                            0
-                        } else if incompressible(src, cx.as_mut()) {
-                            // Random-looking data: a zstd frame of raw blocks
-                            // (a plain copy) instead of a futile compression.
-                            debug_assert_eq!(buf.len(), at);
-                            write_raw_frame(&mut buf, src);
-                            buf.len() - at
-                        } else {
-                            // Appends at `at` without zero-filling the buffer first.
-                            let mut cur = std::io::Cursor::new(&mut buf);
-                            cur.set_position(at as u64);
-                            match cx.as_mut().map(|c| c.compress_to_buffer(src, &mut cur)) {
-                                Some(Ok(n)) => n,
-                                _ => {
-                                    cx = None;
-                                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                                    0
-                                }
-                            }
-                        };
-                        ranges.push(at..at + n);
-                        presents.push(present);
-                        at += n;
+                        let at = buf.len();
+                        done.push(z.compress(mem, t * per + k, &skip, &mut buf).map(|present| (present, at..buf.len())));
                     }
                     let shared = std::sync::Arc::new(buf);
-                    for ((slot, range), present) in slots.iter_mut().zip(ranges).zip(presents) {
-                        *slot = Some(Chunk { present, data: Bytes { buf: shared.clone(), range } });
+                    for (slot, r) in slots.iter_mut().zip(done) {
+                        *slot = Some(r.map(|(present, range)| Chunk { present, data: Bytes { buf: shared.clone(), range } }));
                     }
                 });
             }
         });
-        if failed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ImageError::Corrupt("zstd compression of linear memory failed".into()));
-        }
-        Ok((pages_total as u32, out.into_iter().map(|c| c.unwrap_or(Chunk { present: vec![], data: Bytes::new(Vec::new()) })).collect()))
+        let chunks = out.into_iter().map(|c| c.unwrap_or_else(|| Err(ImageError::Corrupt("compression worker failed".into())))).collect::<Result<_, _>>()?;
+        Ok((pages_total as u32, chunks))
     }
 
+    /// Writes this image (as [`Task::capture_state`](crate::task::Task::capture_state)
+    /// made it: no memory stored) with linear memory `mem` compressed into it
+    /// on the way: worker threads compress chunks while this thread writes
+    /// the finished ones in order, so writing overlaps compression. The file
+    /// is the same as `compress_memory` followed by [`Image::write_to`].
+    /// Returns the bytes written and the number of pages stored.
+    pub fn write_with_memory(&self, mem: &[u8], skip: std::ops::Range<usize>, level: i32, w: impl Write) -> Result<(u64, usize), ImageError> {
+        let pages_total = mem.len() / PAGE;
+        if pages_total != self.pages_total as usize || self.chunks.iter().any(|c| !c.present.is_empty()) {
+            return Err(ImageError::Corrupt("write_with_memory: the image must be a state-only capture of this memory".into()));
+        }
+        let n_chunks = pages_total.div_ceil(CHUNK_PAGES);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let mut w = CrcWriter { inner: w, crc: crc32fast::Hasher::new(), written: 0 };
+        self.write_head(&mut w, n_chunks)?;
+        let mut stored = 0;
+        std::thread::scope(|s| -> Result<(), ImageError> {
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<(Vec<u16>, Vec<u8>), ImageError>)>();
+            for t in 0..threads.min(n_chunks) {
+                let (tx, skip) = (tx.clone(), skip.clone());
+                s.spawn(move || {
+                    let mut z = ChunkCompressor::new(level);
+                    // Interleaved, so chunk 0, 1, 2... are ready roughly in order.
+                    for ci in (t..n_chunks).step_by(threads) {
+                        let mut buf = crate::sys::huge_with_capacity(zstd::zstd_safe::compress_bound(CHUNK_PAGES * PAGE));
+                        let r = z.compress(mem, ci, &skip, &mut buf).map(|present| (present, buf));
+                        if tx.send((ci, r)).is_err() {
+                            return; // the writer gave up
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut pending = std::collections::BTreeMap::new();
+            for next in 0..n_chunks {
+                let (present, data) = loop {
+                    if let Some(c) = pending.remove(&next) {
+                        break c;
+                    }
+                    let (ci, r) = rx.recv().map_err(|_| ImageError::Corrupt("compression worker failed".into()))?;
+                    pending.insert(ci, r?);
+                };
+                write_chunk(&mut w, &present, &data)?;
+                stored += present.len();
+            }
+            Ok(())
+        })?;
+        Ok((self.write_tail(w)?, stored))
+    }
     /// Writes the stored pages into `mem` (already `pages_total` pages long
     /// and zero wherever the image has no page), in parallel.
     pub fn decompress_into(&self, mem: &mut [u8]) -> Result<(), ImageError> {
@@ -521,6 +577,36 @@ mod tests {
         assert!(out == mem);
         let raw = sample_frame(&mem[PAGE..2 * PAGE]);
         assert_eq!(zstd::bulk::decompress(&raw, PAGE).unwrap(), &mem[PAGE..2 * PAGE]);
+    }
+
+    #[test]
+    fn streamed_write_equals_capture_then_write() {
+        // Zero, compressible, random and skipped pages across several chunks.
+        let mut mem = vec![0u8; (3 * CHUNK_PAGES + 7) * PAGE];
+        let mut x = 0x9E3779B97F4A7C15u64;
+        for b in mem[10 * PAGE..80 * PAGE].iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 32) as u8;
+        }
+        mem[90 * PAGE..95 * PAGE].fill(4);
+        mem[150 * PAGE + 1] = 1;
+        mem[3 * CHUNK_PAGES * PAGE + 5] = 2;
+        let skip = 60..70;
+        let (pages_total, chunks) = Image::compress_memory(&mem, skip.clone(), 1).unwrap();
+        let whole = Image { pages_total, chunks, ..sample() };
+        let mut a = Vec::new();
+        whole.write_to(&mut a).unwrap();
+        let empty = (0..pages_total as usize).step_by(CHUNK_PAGES).map(|_| Chunk { present: vec![], data: Bytes::new(vec![]) }).collect();
+        let state = Image { pages_total, chunks: empty, ..sample() };
+        let mut b = Vec::new();
+        let (n, stored) = state.write_with_memory(&mem, skip, 1, &mut b).unwrap();
+        assert_eq!(n as usize, b.len());
+        assert_eq!(stored, whole.stored_pages());
+        assert!(a == b, "streamed image differs");
+        // A state image of another memory size is refused.
+        assert!(state.write_with_memory(&mem[..PAGE], 0..0, 1, &mut Vec::new()).is_err());
     }
 
     fn sample_frame(src: &[u8]) -> Vec<u8> {

@@ -504,6 +504,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
         Msg::Refuse { reason } => return Err(MigrateError::Refused(format!("destination refused: {reason}"))),
         m => return Err(fail(format!("unexpected {m:?}"))),
     }
+    let _ = net::cut_point(c, "cut_after_offer");
     let send_stream = |c: &mut Framed, stream: u8, bytes: &[u8]| -> Result<(), String> {
         let mut w = DataWriter::new(c, stream);
         w.write_all(bytes).and_then(|_| w.flush()).map_err(|e| e.to_string())
@@ -548,6 +549,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
             if send_ms > 0.5 {
                 bandwidth = data.len() as f64 / send_ms;
             }
+            let _ = net::cut_point(c, "cut_mid_precopy");
             let pages = idx.len() as u64;
             say!("Pre-copy round {round}: {pages} pages ({:.1} MiB) in {send_ms:.1} ms, task paused {pause_us} µs", data.len() as f64 / (1 << 20) as f64);
             rep.rounds.push(RoundReport { round, pages, pause_us, send_ms });
@@ -643,7 +645,14 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
     }
     // Commit: from now on, resuming here is only allowed once the
     // destination has promised it will not start the task.
-    let outcome = c.send(&Msg::Commit).map_err(fe).and_then(|_| c.recv::<Msg>().map_err(fe));
+    let _ = net::cut_point(c, "cut_before_commit");
+    let outcome = c.send(&Msg::Commit).map_err(fe).and_then(|_| {
+        // (A reply already queued before the cut would still be read: the cut loses it.)
+        if net::cut_point(c, "cut_after_commit") {
+            return Err("fault injection: connection cut after commit".to_string());
+        }
+        c.recv::<Msg>().map_err(fe)
+    });
     match outcome {
         Ok(Msg::Started { start_us }) => rep.dest_start_us = start_us,
         Ok(Msg::Abort { reason }) | Ok(Msg::Refuse { reason }) => return Err(resumed(format!("destination aborted at commit: {reason}"))),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::control::TaskInfo;
 use crate::engine::TASK_THREAD_STACK;
 use crate::error::TaskError;
-use crate::task::{write_image_file, CheckpointInfo, PendingCheckpoint, RunOutcome, Task, TaskHandle};
+use crate::task::{CheckpointInfo, PendingCheckpoint, RunOutcome, Task, TaskHandle};
 
 /// How a task's thread ended.
 #[derive(Debug)]
@@ -69,17 +69,16 @@ pub(crate) fn drive(mut task: Task, info: &Mutex<TaskInfo>, mut on_stop: impl Fn
                 let pending = handle.control().pending.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let Some(p) = pending else { continue };
                 let t = Instant::now();
-                let result = task.capture().map_err(|e| e.to_string()).and_then(|img| {
-                    let bytes = write_image_file(&p.output, &img).map_err(|e| format!("writing {}: {e}", p.output.display()))?;
-                    Ok(CheckpointInfo {
+                let result = task.capture_to_file(&p.output).map_err(|e| format!("writing {}: {e}", p.output.display())).map(|img| {
+                    CheckpointInfo {
                         image: p.output.display().to_string(),
-                        bytes,
+                        bytes: img.bytes,
                         memory_pages: img.pages_total,
-                        stored_pages: img.stored_pages(),
+                        stored_pages: img.stored_pages,
                         stop_us,
                         capture_us: t.elapsed().as_micros() as u64,
                         leave_running: p.leave_running,
-                    })
+                    }
                 });
                 let ok = result.is_ok();
                 if let Err(e) = &result {

@@ -544,7 +544,7 @@ impl Task {
     /// engine (`migrate --verify`).
     pub fn state_hash(&mut self) -> Result<String, TaskError> {
         let globals = self.global_values()?;
-        let skip = self.store.data().region.map_or(0..0, |(s, l)| s as usize / PAGE..(s as usize + l as usize + 8).div_ceil(PAGE));
+        let skip = self.region_pages();
         let mut h = crc32fast::Hasher::new();
         let mem = self.memory();
         h.update(&(mem.len() as u64).to_le_bytes());
@@ -562,6 +562,29 @@ impl Task {
         Ok(format!("{:08x}", h.finalize()))
     }
 
+    /// Pages of linear memory holding the asyncify region (its contents
+    /// travel as the image's stack, not as memory).
+    fn region_pages(&self) -> std::ops::Range<usize> {
+        self.store.data().region.map_or(0..0, |(s, l)| s as usize / PAGE..(s as usize + l as usize + 8).div_ceil(PAGE))
+    }
+
+    /// Captures the stopped task straight into an image file at `path`:
+    /// memory is compressed while the file is written (the same file as
+    /// [`Task::capture`] then [`write_image_file`], sooner).
+    /// Returns the file's size and the image's memory size and stored pages.
+    pub fn capture_to_file(&mut self, path: &std::path::Path) -> Result<ImageFileInfo, TaskError> {
+        let state = self.capture_state()?;
+        let skip = self.region_pages();
+        let mem = self.memory();
+        let mut stored_pages = 0;
+        let bytes = write_file_with(path, |w| {
+            let (n, stored) = state.write_with_memory(mem, skip, zstd_level(), w)?;
+            stored_pages = stored;
+            Ok(n)
+        })?;
+        Ok(ImageFileInfo { bytes, pages_total: state.pages_total, stored_pages })
+    }
+
     fn capture_image(&mut self, with_memory: bool) -> Result<Image, TaskError> {
         let stack = self.rewind_pending.clone().ok_or_else(|| TaskError::Checkpoint("task is not stopped".into()))?;
         let globals = self.global_values()?;
@@ -569,9 +592,7 @@ impl Task {
         let wasi_state = self.store.data_mut().wasi.snapshot();
         let (pages_total, chunks) = if with_memory {
             let mem = self.store.data().memory.ok_or_else(|| TaskError::Runtime("no memory".into()))?;
-            let data = mem.data(&self.store);
-            let skip = region.0 as usize / PAGE..(region.0 as usize + region.1 as usize + 8).div_ceil(PAGE);
-            Image::compress_memory(data, skip, zstd_level())?
+            Image::compress_memory(mem.data(&self.store), self.region_pages(), zstd_level())?
         } else {
             let pages_total = (self.memory().len() / PAGE) as u32;
             let n_chunks = (pages_total as usize).div_ceil(crate::image::CHUNK_PAGES);
@@ -614,7 +635,24 @@ pub fn zstd_level() -> i32 {
 
 /// Writes an image to `path` atomically (temporary file, fsync, rename), so
 /// a crash never leaves a half image under the final name.
+/// What [`Task::capture_to_file`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageFileInfo {
+    pub bytes: u64,
+    pub pages_total: u32,
+    pub stored_pages: usize,
+}
+
 pub fn write_image_file(path: &std::path::Path, image: &Image) -> Result<u64, ImageError> {
+    write_file_with(path, |w| image.write_to(w))
+}
+
+/// Writes an image file through `write` (given a buffered writer): into a
+/// temporary file next to `path`, renamed over it only once complete.
+fn write_file_with(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<u64, ImageError>,
+) -> Result<u64, ImageError> {
     use std::io::Write;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let tmp = dir.join(format!(
@@ -624,7 +662,7 @@ pub fn write_image_file(path: &std::path::Path, image: &Image) -> Result<u64, Im
     ));
     let f = std::fs::File::create(&tmp)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    let r = image.write_to(&mut w).and_then(|n| {
+    let r = write(&mut w).and_then(|n| {
         w.flush()?;
         Ok(n)
     });

@@ -24,6 +24,19 @@ pub fn crash_point(step: &str) {
     }
 }
 
+/// Test hook: `MIGRATOR_FAULT=<step>` cuts this connection at that step
+/// (what was sent before still arrives; every later read or write fails),
+/// as a network failure would.
+pub fn cut_point(c: &mut Framed, step: &str) -> bool {
+    if !fault(step) {
+        return false;
+    }
+    eprintln!("[Migration] fault injection: cutting the connection at {step}");
+    let _ = c.flush();
+    let _ = c.stream().shutdown(std::net::Shutdown::Both);
+    true
+}
+
 /// Default TCP port (`MIGRATION_PORT`).
 pub const DEFAULT_PORT: u16 = 9876;
 
