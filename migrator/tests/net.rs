@@ -241,6 +241,35 @@ fn live_precopy_output_identical_and_precompiled_fast_path() {
     assert_moved(&a, &b, &full);
 }
 
+/// A foreground `migrator run` (no daemon on A) moves too: its process ends
+/// once B runs the task, and its stdout plus B's continue the same stream.
+#[test]
+fn foreground_task_migrates() {
+    let hc = fixture("hashchain.wasm");
+    let full = full_run(&hc, HC_ARGS);
+    let a = Host::start(false, KEY, &[], &[]);
+    let b = Host::start(true, KEY, &[], &[]);
+    let out_path = a.dir.path().join("fg.stdout");
+    let mut fg = Command::new(bin());
+    // The key is read by the process that holds the task.
+    fg.env("MIGRATOR_RUNTIME_DIR", a.dir.path().join("fg-run")).env("MIGRATOR_CACHE_DIR", cache()).env("MIGRATION_TOKEN_FILE", &a.key);
+    let mut fg = fg.args(["run", "--name", "fgt"]).arg(&hc).arg("--").args(HC_ARGS).stdout(std::fs::File::create(&out_path).unwrap()).stderr(Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    while !a.dir.path().join("fg-run/tasks/fgt.sock").exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let o = a.cmd().env("MIGRATOR_RUNTIME_DIR", a.dir.path().join("fg-run")).args(["migrate", "--json", "--verify", "--task", "fgt", "--to", &b.addr()]).output().unwrap();
+    assert!(o.status.success(), "migrate of a foreground task failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert_verified(&serde_json::from_slice(&o.stdout).unwrap());
+    let st = fg.wait().unwrap();
+    assert!(st.success(), "foreground process: {st:?}");
+    b.wait_state("fgt", &["exited"], Duration::from_secs(120));
+    let mut both = std::fs::read(&out_path).unwrap();
+    both.extend(b.out("fgt"));
+    assert_eq!(String::from_utf8_lossy(&both), String::from_utf8_lossy(&full), "foreground + B output differs from the uninterrupted run");
+}
+
 #[test]
 fn incompatible_destination_refused_before_the_task_stops() {
     assert!(tracer_bin().exists(), "tracer binary missing: run `cargo build --workspace --bins`");

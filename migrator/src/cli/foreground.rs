@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use migrator::control::{self, Request, Response, TaskInfo};
+use migrator::engine::LoadedModule;
+use migrator::migrate::{self, MigrateOptions};
 use migrator::runner::{self, TaskEnd};
 use migrator::Task;
 
@@ -19,7 +21,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-pub fn run(task: Task, info: TaskInfo) -> Result<ExitCode> {
+pub fn run(task: Task, info: TaskInfo, lm: LoadedModule) -> Result<ExitCode> {
     let name = info.name.clone();
     let sock = control::task_socket(&name);
     if control::alive(&control::daemon_socket()) {
@@ -31,7 +33,7 @@ pub fn run(task: Task, info: TaskInfo) -> Result<ExitCode> {
     }
     let listener = control::bind(&sock).with_context(|| format!("task name {name:?} is taken"))?;
     let _guard = RemoveOnDrop(sock);
-    let rt = runner::spawn(task, info).context("starting the task thread")?;
+    let (rt, hooks) = migrate::spawn(task, info, lm).context("starting the task thread")?;
     let in_flight = Arc::new(AtomicUsize::new(0));
     {
         let handle = rt.handle.clone();
@@ -55,6 +57,15 @@ pub fn run(task: Task, info: TaskInfo) -> Result<ExitCode> {
                         Err(e) => Response::err(e),
                     }
                 }
+                Ok(Request::Migrate { task, to, live, code, max_rounds, timeout_s, verify }) if task == name => {
+                    if info.lock().unwrap_or_else(|e| e.into_inner()).state != "running" {
+                        return Response::err(format!("task {name} is not running"));
+                    }
+                    match migrate::migrate_task(&hooks, &to, &MigrateOptions { live, code, max_rounds, timeout_s, verify }) {
+                        Ok(rep) => Response { ok: true, migration: serde_json::to_value(rep).ok(), ..Default::default() },
+                        Err(e) => Response::err(e.to_string()),
+                    }
+                }
                 Ok(Request::Kill { task }) if task == name => {
                     handle.kill();
                     Response::ok()
@@ -72,7 +83,10 @@ pub fn run(task: Task, info: TaskInfo) -> Result<ExitCode> {
     match end {
         Some(TaskEnd::Exited(code)) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
         Some(TaskEnd::Checkpointed(path)) => {
-            log::info!("task {name} checkpointed to {}", path.display());
+            match path.to_str().and_then(|p| p.strip_prefix("tcp://")) {
+                Some(dest) => eprintln!("[Migration] task {name} now runs on {dest}; its output continues there"),
+                None => log::info!("task {name} checkpointed to {}", path.display()),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(TaskEnd::Killed) => {

@@ -6,7 +6,7 @@ use migrator::control::{self, Request};
 
 use super::OperationFailed;
 
-/// Move a task of the local daemon to another host (`migrator serve` there), safely:
+/// Move a task (of the local daemon, or a foreground `migrator run`) to another host (`migrator serve` there), safely:
 /// the task keeps running here unless the destination confirms it runs there.
 #[derive(clap::Parser)]
 pub struct MigrateCommand {
@@ -44,10 +44,8 @@ impl MigrateCommand {
         if self.to.is_empty() {
             anyhow::bail!("no destination: give --to HOST[:PORT] or set ARM_MIGRATION_HOST");
         }
-        let sock = control::daemon_socket();
-        if !control::alive(&sock) {
-            return Err(migrator::ControlError::NoDaemon(sock).into());
-        }
+        // A task of the daemon, or a foreground `migrator run` on its own socket.
+        let sock = super::checkpoint::find_task(&self.task)?;
         let req = Request::Migrate {
             task: self.task.clone(),
             to: self.to.clone(),

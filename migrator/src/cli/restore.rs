@@ -71,6 +71,6 @@ impl RestoreCommand {
             image: None,
             error: None,
         };
-        super::foreground::run(task, info)
+        super::foreground::run(task, info, lm)
     }
 }

@@ -95,6 +95,6 @@ impl RunCommand {
         };
         let opts = TaskOptions { name, priority: self.priority, args, env: self.env, preopens: self.dirs };
         let task = Task::new(&lm, opts, Stdio::inherit())?;
-        super::foreground::run(task, info)
+        super::foreground::run(task, info, lm)
     }
 }
