@@ -84,6 +84,8 @@ pub struct PathStats {
     pub lazy_ifuncs: u64,
     /// IFUNC symbols resolved from the defining object's own IRELATIVE slot instead.
     pub lazy_ifuncs_bound: u64,
+    /// IFUNC symbols whose resolver was run on frozen data (guards.rs `run_resolver`).
+    pub lazy_ifuncs_evaluated: u64,
     /// Bytes of anonymous executable memory (JIT) decoded in full.
     pub jit_bytes: u64,
     /// Branch targets outside every known code region.
@@ -852,7 +854,8 @@ impl<M: Memory> Walker<'_, M> {
     /// resolver already returned in this process, when the defining object calls the
     /// function itself through an IRELATIVE slot (glibc's string functions: the resolver
     /// reads only the CPU features, frozen at startup, so a later lazy resolution returns
-    /// the same); otherwise follow the resolver and so every candidate it can return.
+    /// the same), else the resolver's result computed on frozen data; otherwise follow the
+    /// resolver and so every candidate it can return.
     fn resolve_symbol(&mut self, name: &str) -> bool {
         self.stats.lazy_slots += 1;
         let image = self.image;
@@ -866,6 +869,12 @@ impl<M: Memory> Walker<'_, M> {
                     if let Some(&slot) = o.info.irelative.get(&addr) {
                         if let Some(t) = self.mem.read_u64(slot.wrapping_add(o.bias)).filter(|&t| self.is_code(t) && t != a) {
                             self.stats.lazy_ifuncs_bound += 1;
+                            return self.push(t);
+                        }
+                    }
+                    if self.opts.guards {
+                        if let Some(t) = crate::guards::run_resolver(image, self.mem, a).filter(|&t| self.is_code(t) && t != a) {
+                            self.stats.lazy_ifuncs_evaluated += 1;
                             return self.push(t);
                         }
                     }

@@ -277,6 +277,18 @@ impl Consts {
                 };
                 self.set_reg(dst, v);
             }
+            m if is_cmov(m) && dst_reg.is_some() => {
+                // Flags unchanged; the destination is the source when the condition holds
+                // (a 32-bit destination is zero-extended either way).
+                let dst = insn.op0_register();
+                let v = match self.decide(insn.condition_code()) {
+                    Some(true) => self.operand(insn, 1, mem, frozen).map(|(v, _)| v),
+                    Some(false) => self.reg(dst),
+                    None => None,
+                };
+                self.set_reg(dst, v);
+                return;
+            }
             // Stores: registers and flags unchanged.
             Mnemonic::Mov => {}
             Mnemonic::Push => self.regs[4] = None,
@@ -435,6 +447,62 @@ impl Consts {
     }
 }
 
+fn is_cmov(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Cmova
+            | M::Cmovae
+            | M::Cmovb
+            | M::Cmovbe
+            | M::Cmove
+            | M::Cmovg
+            | M::Cmovge
+            | M::Cmovl
+            | M::Cmovle
+            | M::Cmovne
+            | M::Cmovno
+            | M::Cmovnp
+            | M::Cmovns
+            | M::Cmovo
+            | M::Cmovp
+            | M::Cmovs
+    )
+}
+
+/// Runs an IFUNC resolver on frozen data alone: from `entry`, one path, every branch and
+/// conditional move decided by the evaluator, until `ret`; the result is `rax`. `None`
+/// as soon as anything is unknown (a branch on an argument, a call, an unsupported
+/// instruction, more than 256 instructions). glibc's resolvers read only the CPU
+/// features in `_rtld_global_ro` (RELRO), so the answer is the function the dynamic
+/// linker would bind — here and on any destination, as the data travels with the process.
+pub fn run_resolver<M: Memory>(image: &crate::image::Image, mem: &M, entry: u64) -> Option<u64> {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    let mut c = Consts::default();
+    let mut ip = entry;
+    for _ in 0..256 {
+        let r = &image.regions[image.region_of(ip)?];
+        let off = (ip - r.start) as usize;
+        let insn = Decoder::with_ip(64, &r.bytes()[off..], ip, DecoderOptions::NONE).decode();
+        if insn.is_invalid() {
+            return None;
+        }
+        match insn.flow_control() {
+            FlowControl::Next => {
+                c.step(&insn, mem, &image.frozen);
+                ip = insn.next_ip();
+            }
+            FlowControl::ConditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => {
+                ip = if c.decide(insn.condition_code())? { insn.near_branch_target() } else { insn.next_ip() };
+            }
+            FlowControl::UnconditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => ip = insn.near_branch_target(),
+            FlowControl::Return => return c.reg(Register::RAX),
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn sign_extend(v: u64, bits: u32) -> u64 {
     if bits >= 64 {
         v
@@ -531,6 +599,70 @@ mod tests {
         let (text, d) = run(&code, &frozen());
         assert_eq!(text[1], "add r11,8");
         assert_eq!(d, None);
+    }
+
+    #[test]
+    fn and_cmp_on_loaded_capability_word() {
+        // OpenSSL's dispatch: lea r11,[rip+X] (=0x5000) ; mov r10d,[r11+4] ; and r10d,800h ;
+        // jne (XOP bit of CPUID.1:ECX). [0x5004] = 0x800: XOP set.
+        let code = [
+            0x4c, 0x8d, 0x1d, 0xf9, 0x3f, 0x00, 0x00, 0x45, 0x8b, 0x53, 0x04, 0x41, 0x81, 0xe2, 0x00, 0x08, 0x00, 0x00, 0x75,
+            0x10,
+        ];
+        let (text, d) = run(&code, &frozen());
+        assert_eq!(text[1..], ["mov r10d,[r11+4]", "and r10d,800h", "jne short 0000000000001024h"]);
+        assert_eq!(d, Some(true));
+        // The same bit against 0x400 instead: clear, branch not taken.
+        let mut code2 = code;
+        code2[15] = 0x04;
+        assert_eq!(run(&code2, &frozen()).1, Some(false));
+        // and ; or ; cmp chain: (0x20 & 0x20) | 0x100 == 0x120.
+        // mov eax,[0x5000] ; and eax,20h ; or eax,100h ; cmp eax,120h ; je
+        let code3 = [
+            0x8b, 0x05, 0xfa, 0x3f, 0x00, 0x00, 0x83, 0xe0, 0x20, 0x0d, 0x00, 0x01, 0x00, 0x00, 0x3d, 0x20, 0x01, 0x00, 0x00,
+            0x74, 0x10,
+        ];
+        let (text, d) = run(&code3, &frozen());
+        assert_eq!(text[..4], ["mov eax,[5000h]", "and eax,20h", "or eax,100h", "cmp eax,120h"]);
+        assert_eq!(d, Some(true));
+    }
+
+    #[test]
+    fn partial_registers_and_unknown_sources() {
+        // mov eax,[0x5000] ; test ah,0 ... : high byte of 0x20 is 0.
+        // mov eax,[rip..] ; test ah,1 ; je  -> ZF set, taken.
+        let code = [0x8b, 0x05, 0xfa, 0x3f, 0x00, 0x00, 0xf6, 0xc4, 0x01, 0x74, 0x10];
+        let (text, d) = run(&code, &frozen());
+        assert_eq!(text[1], "test ah,1");
+        assert_eq!(d, Some(true));
+        // An operand from unfrozen memory makes the result unknown: and eax,[rdi] ; je.
+        let code2 = [0x8b, 0x05, 0xfa, 0x3f, 0x00, 0x00, 0x23, 0x07, 0x74, 0x10];
+        assert_eq!(run(&code2, &frozen()).1, None);
+        // xor eax,eax zeroes whatever eax held: xor eax,eax ; test eax,eax ; je.
+        assert_eq!(run(&[0x31, 0xc0, 0x85, 0xc0, 0x74, 0x10], &Frozen::default()).1, Some(true));
+        // A write to memory does not touch registers, but its flags are unknown:
+        // mov eax,[0x5000] ; test eax,eax ; add dword [rdi],1 ; jne.
+        let code3 = [0x8b, 0x05, 0xfa, 0x3f, 0x00, 0x00, 0x85, 0xc0, 0x83, 0x07, 0x01, 0x75, 0x10];
+        assert_eq!(run(&code3, &frozen()).1, None);
+    }
+
+    #[test]
+    fn conditional_move_on_known_flags() {
+        // glibc's resolvers end in cmov: mov eax,[0x5000] (=0x20) ; mov ecx,1 ; mov edx,2 ;
+        // test eax,20h ; cmovne ecx,edx ; cmp ecx,2 ; je
+        let code = [
+            0x8b, 0x05, 0xfa, 0x3f, 0x00, 0x00, 0xb9, 0x01, 0x00, 0x00, 0x00, 0xba, 0x02, 0x00, 0x00, 0x00, 0xa9, 0x20, 0x00,
+            0x00, 0x00, 0x0f, 0x45, 0xca, 0x83, 0xf9, 0x02, 0x74, 0x10,
+        ];
+        let (text, d) = run(&code, &frozen());
+        assert_eq!(text[4], "cmovne ecx,edx");
+        assert_eq!(d, Some(true), "{text:?}");
+        // test eax,40h instead: condition false, ecx keeps 1.
+        let mut code2 = code;
+        code2[17] = 0x40;
+        assert_eq!(run(&code2, &frozen()).1, Some(false));
+        // Flags unknown (memory not frozen): ecx unknown afterwards.
+        assert_eq!(run(&code, &Frozen::default()).1, None);
     }
 
     #[test]

@@ -18,13 +18,15 @@ use std::sync::OnceLock;
 pub enum Policy {
     /// Ours: the destination has every faults/silent feature the workload uses (+ XCR0 states).
     Workload,
-    /// CRIU `--cpu-cap=ins`: every source flag in CRIU's instruction mask is on the destination.
+    /// CRIU's instruction check alone (`--cpu-cap=^fpu`; `--cpu-cap=ins` keeps the default
+    /// fpu check too): every source flag in CRIU's instruction mask is on the destination.
     CriuCpu,
     /// CRIU `--cpu-cap=fpu`: FPU/XSAVE bits, xfeatures subset, equal xsave sizes.
     CriuFpu,
     /// CRIU's default when restoring (`fpu,ins`): both of the above.
     CriuDefault,
-    /// CRIU `--cpu-cap=cpu`: every capability word equal (strict).
+    /// CRIU `--cpu-cap=cpu`: every capability word equal (strict), on top of the default
+    /// fpu and ins checks the flag adds to.
     CriuStrict,
 }
 
@@ -99,13 +101,16 @@ pub fn decide(policy: Policy, w: &Workload, src: &Platform, dst: &Platform) -> R
         Policy::CriuCpu => criu_ins(src, dst),
         Policy::CriuFpu => criu_fpu(src, dst),
         Policy::CriuDefault => criu_fpu(src, dst).and_then(|()| criu_ins(src, dst)),
-        Policy::CriuStrict => {
+        // `--cpu-cap=cpu` adds CPU_CAP_CPU to the default FPU|INS (criu/config.c
+        // parse_cpu_cap ORs onto opts.cpu_cap = CPU_CAP_DEFAULT), and
+        // cpu_validate_features runs every check whose bit is set.
+        Policy::CriuStrict => criu_fpu(src, dst).and_then(|()| criu_ins(src, dst)).and_then(|()| {
             if src.features == dst.features {
                 Ok(())
             } else {
                 Err("CPU capabilities do not match run time".into())
             }
-        }
+        }),
     }
 }
 

@@ -47,6 +47,8 @@ struct Evidence {
 struct Stats {
     pause_us: u64,
     bytes_decoded: u64,
+    #[serde(default)]
+    path: serde_json::Value,
 }
 
 impl FeatureSet {
@@ -58,6 +60,10 @@ impl FeatureSet {
     }
     fn names(&self) -> String {
         self.features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(" ")
+    }
+    /// Names of the faults/silent features.
+    fn required(&self) -> Vec<&str> {
+        self.features.iter().filter(|f| f.class != "hint").map(|f| f.name.as_str()).collect()
     }
 }
 
@@ -260,6 +266,82 @@ mod reachability {
         assert!(!path.subject.bind_now);
         assert!(path.warnings.iter().any(|w| w.contains("lazy binding")), "{:?}", path.warnings);
         assert!(path.has("avx2") || path.has("avx512f"), "{}", path.names());
+    }
+
+    #[test]
+    fn glibc_lock_elision_follows_the_live_switch() {
+        // glibc's __lll_*_elision functions (XBEGIN/XEND) run only when
+        // __pthread_force_elision is set (glibc.elision.enable=1 on an RTM CPU). The
+        // pruning needs libc's local symbols: its debug file (Debian libc6-dbg).
+        let t = Target::start("strings", &[("LD_BIND_NOW", "1")]);
+        let off = trace(t.pid(), "path");
+        drop(t);
+        let pruned = off.warnings.iter().any(|w| w.contains("lock elision"));
+        if Path::new("/usr/share/doc/libc6-dbg").exists() {
+            assert!(pruned, "{:?}", off.warnings);
+            assert!(!off.has("rtm"), "elision code reported while disabled: {:?}", off.features.iter().find(|f| f.name == "rtm"));
+        }
+        if host_has("rtm") && pruned {
+            let on = ("GLIBC_TUNABLES", "glibc.elision.enable=1");
+            let t = Target::start("strings", &[("LD_BIND_NOW", "1"), on]);
+            let on = trace(t.pid(), "path");
+            assert!(on.warnings.iter().all(|w| !w.contains("lock elision")), "{:?}", on.warnings);
+            let rtm = on.get("rtm");
+            assert!(rtm.evidence.iter().any(|e| e.symbol.contains("_elision")), "{rtm:?}");
+        }
+    }
+
+    #[test]
+    fn lazy_ifunc_slots_resolve_to_the_variant_the_resolver_selects() {
+        // Debian's python3 right after startup has hundreds of unbound PLT slots, a few
+        // of them IFUNCs (memcpy, __memcpy_chk, libm's tan, ...). Each is resolved to the
+        // one variant its resolver returns here, so the lazy trace needs nothing the
+        // LD_BIND_NOW trace (the GOT filled by the dynamic linker) does not.
+        let run = |env: &[(&str, &str)]| {
+            let mut cmd = Command::new("/usr/bin/python3");
+            cmd.args(["-c", "import json, time\nprint('ready', flush=True)\nwhile True:\n    json.dumps({'a': [1, 2.5]}); time.sleep(0.01)"]);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).envs(env.iter().copied());
+            let mut child = cmd.spawn().expect("python3");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+            assert!(line.starts_with("ready"), "{line:?}");
+            let fs = trace(child.id() as i32, "path");
+            let _ = child.kill();
+            let _ = child.wait();
+            fs
+        };
+        let lazy = run(&[]);
+        let now = run(&[("LD_BIND_NOW", "1")]);
+        let n = |k: &str| lazy.stats.path[k].as_u64().unwrap_or(0);
+        assert!(n("lazy_slots") > 0, "{:?}", lazy.stats.path);
+        assert!(n("lazy_ifuncs_bound") + n("lazy_ifuncs_evaluated") > 0, "{:?}", lazy.stats.path);
+        let extra: Vec<&str> = lazy.required().into_iter().filter(|f| !now.required().contains(f)).collect();
+        assert!(extra.is_empty(), "lazy trace needs {extra:?} beyond LD_BIND_NOW's {:?}", now.required());
+    }
+
+    #[test]
+    fn openssl_dispatch_follows_the_live_capability_vector() {
+        // python3's _hashlib loads libcrypto (stripped: OPENSSL_ia32cap_P has no symbol).
+        // Its dispatch reaches XOP (AMD Bulldozer) and SHA-NI code; only what this CPU's
+        // capability vector selects is reported.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/python/hash_work.py");
+        let mut child = Command::new("/usr/bin/python3").arg(&script).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        assert!(line.starts_with("ready"), "{line:?}");
+        let pid = child.id() as i32;
+        let fs = trace(pid, "path");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(fs.features.iter().any(|f| f.evidence.iter().any(|e| e.object.contains("libcrypto"))), "{}", fs.names());
+        for amd_only in ["xop", "3dnow", "fma4"] {
+            if !host_has(amd_only) {
+                assert!(!fs.has(amd_only), "{amd_only}: {:?}", fs.features.iter().find(|f| f.name == amd_only));
+            }
+        }
+        if host_has("sha_ni") {
+            assert!(fs.get("sha_ni").evidence.iter().any(|e| e.object.contains("libcrypto")), "{}", fs.names());
+        }
     }
 
     #[test]
