@@ -3,7 +3,7 @@
 # /usr/bin/python3 and whatever `python3` is on PATH) and redis-server (Debian package), each
 # with and without LD_BIND_NOW=1, then `tracer eval` every feature set against the AWS
 # catalog: pairs accepted by ours vs CRIU's policies, recall, ours/CRIU ratios.
-# Usage: scripts/eval-aws.sh [--groups] [OUT_DIR]   (root; default OUT_DIR target/eval-aws)
+# Usage: scripts/eval-aws.sh [OUT_DIR]   (root; default OUT_DIR target/eval-aws)
 # Prints the instance-type table, then the CPU-group table; the feature sets, each
 # workload's required features and the JSON tables stay in OUT_DIR.
 set -uo pipefail
@@ -76,6 +76,10 @@ for bind in 0 1; do
   trace "redis-server$sfx" "$rp"
   kill "$rp"; wait "$rp" 2> /dev/null
 done
+
+# What-if: the same python3 as traced on an AVX2 host without AVX-512 or TSX (glibc then
+# binds its AVX2 string functions; the tunable masks the features for glibc's selection).
+run python3-debian-avx2 1 env GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-RTM /usr/bin/python3 -c "$loop"
 
 echo
 echo "tracer eval --catalog aws (instance types):"

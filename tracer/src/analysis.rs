@@ -102,6 +102,8 @@ pub struct PathStats {
     /// at one.
     pub gated_functions: u64,
     pub gated_stops: u64,
+    /// Code addresses taken into a register and overwritten before any use (not roots).
+    pub code_refs_dead: u64,
     /// Address-taken roots (not function starts) whose straight-line bytes reach an
     /// undecodable instruction: data kept in `.text` (constant tables), not counted.
     pub data_in_text: u64,
@@ -227,6 +229,7 @@ struct Walker<'a, M: Memory> {
     decided: BTreeMap<u64, (u64, u64)>,
     /// Addresses taken by `lea`, `mov reg,imm`, `push imm`: code, or data kept in `.text`.
     address_taken: HashSet<u64>,
+    info: iced_x86::InstructionInfoFactory,
 }
 
 /// Why an address was queued.
@@ -312,6 +315,7 @@ pub fn path_track<M: Memory>(
         gated: Vec::new(),
         decided: BTreeMap::new(),
         address_taken: HashSet::new(),
+        info: iced_x86::InstructionInfoFactory::new(),
     };
     if opts.guards {
         let closed = crate::guards::closed_gates(&image.objects, mem);
@@ -544,7 +548,11 @@ impl<M: Memory> Walker<'_, M> {
             }
             self.cur_end = addr;
             let maybe_data = (matches!(src, Src::Data(_)) || self.address_taken.contains(&addr)) && !self.is_function_start(r, addr);
-            self.block(r, addr, &mut insn, maybe_data);
+            let mut refs = HeldRefs::default();
+            self.block(r, addr, &mut insn, maybe_data, &mut refs);
+            // The path ended: whatever code address a register still holds may be used
+            // by the code that runs next.
+            self.release_refs(&mut refs);
             if self.opts.explain {
                 self.blocks.push((addr, self.cur_end));
             }
@@ -594,7 +602,7 @@ impl<M: Memory> Walker<'_, M> {
     /// transfer; if an undecodable instruction comes first, every execution from `addr`
     /// would end in SIGILL on any CPU, so a working process never runs it: the held
     /// instructions are dropped and their bytes left unvisited for real code paths.
-    fn block(&mut self, r: usize, addr: u64, insn: &mut Instruction, maybe_data: bool) {
+    fn block(&mut self, r: usize, addr: u64, insn: &mut Instruction, maybe_data: bool, refs: &mut HeldRefs) {
         let image = self.image;
         let region = &image.regions[r];
         let bytes = region.bytes();
@@ -642,15 +650,22 @@ impl<M: Memory> Walker<'_, M> {
                 self.tally.record(insn);
             }
             self.src = Src::Code(ip);
-            match insn.flow_control() {
+            let flow = insn.flow_control();
+            if !matches!(flow, FlowControl::Next | FlowControl::ConditionalBranch) && refs.any() {
+                self.release_refs(refs);
+            }
+            match flow {
                 FlowControl::Next => {
                     if insn.mnemonic() == Mnemonic::Hlt {
                         return;
                     }
+                    if refs.any() {
+                        self.refs_step(insn, refs, &consts);
+                    }
                     if guards {
                         consts.step(insn, self.mem, &image.frozen);
                     }
-                    self.note_operands(insn, &mut reg_load, &mut leas, &mut cmp_bound);
+                    self.note_operands(insn, &mut reg_load, &mut leas, &mut cmp_bound, refs);
                 }
                 FlowControl::Return | FlowControl::Exception => return,
                 FlowControl::Interrupt => {
@@ -667,6 +682,9 @@ impl<M: Memory> Walker<'_, M> {
                 }
                 FlowControl::ConditionalBranch => {
                     let decided = if guards { consts.decide(insn.condition_code()) } else { None };
+                    if decided != Some(false) && refs.any() {
+                        self.release_refs(refs);
+                    }
                     match decided {
                         Some(true) => {
                             self.stats.guards_decided += 1;
@@ -722,6 +740,64 @@ impl<M: Memory> Walker<'_, M> {
         }
     }
 
+    /// Queues the code addresses still held in registers.
+    fn release_refs(&mut self, refs: &mut HeldRefs) {
+        for (a, src) in refs.0.iter_mut().filter_map(Option::take) {
+            self.queue.push((a, src));
+            self.stats.roots += 1;
+        }
+    }
+
+    /// A code address taken by `lea`/`mov imm` into a register becomes a root when the
+    /// register is read (it may be called, stored, passed on) or at the end of the
+    /// straight-line run; overwritten unread, it is dead and never one. So the
+    /// candidates a selector loads and then replaces by a decided branch or conditional
+    /// move (ld.so's choice of lazy-binding trampoline, IFUNC resolvers) are not roots.
+    fn refs_step(&mut self, insn: &Instruction, refs: &mut HeldRefs, consts: &crate::guards::Consts) {
+        use iced_x86::OpAccess;
+        if matches!(insn.mnemonic(), Mnemonic::Syscall | Mnemonic::Sysenter | Mnemonic::Int | Mnemonic::Int1 | Mnemonic::Int3 | Mnemonic::Into) {
+            // The kernel (or a signal handler) sees every register.
+            self.release_refs(refs);
+            return;
+        }
+        if insn.condition_code() != iced_x86::ConditionCode::None
+            && insn.op0_kind() == OpKind::Register
+            && insn.op1_kind() == OpKind::Register
+            && matches!(insn.op0_register().size(), 4 | 8)
+        {
+            // cmovcc reg, reg
+            if let (Some(taken), Some(d), Some(s)) =
+                (consts.decide(insn.condition_code()), HeldRefs::index(insn.op0_register()), HeldRefs::index(insn.op1_register()))
+            {
+                if taken {
+                    refs.0[d] = refs.0[s];
+                }
+                return;
+            }
+        }
+        let mut escaped = Vec::new();
+        let info = self.info.info(insn);
+        for u in info.used_registers() {
+            let Some(i) = HeldRefs::index(u.register()) else { continue };
+            if refs.0[i].is_none() {
+                continue;
+            }
+            let full_write = matches!(u.register().size(), 4 | 8);
+            match u.access() {
+                OpAccess::Write if full_write => {
+                    refs.0[i] = None;
+                    self.stats.code_refs_dead += 1;
+                }
+                OpAccess::None | OpAccess::NoMemAccess => {}
+                _ => escaped.extend(refs.0[i].take()),
+            }
+        }
+        for (a, src) in escaped {
+            self.queue.push((a, src));
+            self.stats.roots += 1;
+        }
+    }
+
     /// Records code addresses taken by LEA / MOV imm, and loads used by later indirect jumps.
     fn note_operands(
         &mut self,
@@ -729,15 +805,15 @@ impl<M: Memory> Walker<'_, M> {
         reg_load: &mut RegLoads,
         leas: &mut Vec<u64>,
         cmp_bound: &mut Option<u64>,
+        refs: &mut HeldRefs,
     ) {
         match insn.mnemonic() {
             Mnemonic::Lea if insn.is_ip_rel_memory_operand() => {
                 let a = insn.ip_rel_memory_address();
                 if self.is_code(a) {
                     self.address_taken.insert(a);
-                    self.queue.push((a, self.src));
-                    self.stats.roots += 1;
                     self.stats.roots_code_refs += 1;
+                    refs.hold(insn.op0_register(), a, self.src);
                 } else {
                     leas.push(a);
                     if leas.len() > 4 {
@@ -754,9 +830,8 @@ impl<M: Memory> Walker<'_, M> {
                         let v = insn.immediate(1);
                         if v > 0x10000 && self.is_code(v) {
                             self.address_taken.insert(v);
-                            self.queue.push((v, self.src));
-                            self.stats.roots += 1;
                             self.stats.roots_code_refs += 1;
+                            refs.hold(insn.op0_register(), v, self.src);
                         }
                     } else {
                         reg_load.set(dst, None);
@@ -919,6 +994,29 @@ impl<M: Memory> Walker<'_, M> {
             self.stats.jump_tables += 1;
         }
         n > 0
+    }
+}
+
+/// Code addresses held in general-purpose registers, with why they were taken.
+#[derive(Default)]
+struct HeldRefs([Option<(u64, Src)>; 16]);
+
+impl HeldRefs {
+    fn index(r: Register) -> Option<usize> {
+        if !(r.is_gpr64() || r.is_gpr32() || r.is_gpr16() || r.is_gpr8()) {
+            return None;
+        }
+        let n = (r.full_register() as usize).wrapping_sub(Register::RAX as usize);
+        (n < 16).then_some(n)
+    }
+    fn any(&self) -> bool {
+        self.0.iter().any(Option::is_some)
+    }
+    /// `r` now holds code address `a`. Call after the instruction's reads were handled.
+    fn hold(&mut self, r: Register, a: u64, src: Src) {
+        if let Some(i) = Self::index(r) {
+            self.0[i] = Some((a, src));
+        }
     }
 }
 
