@@ -21,7 +21,8 @@ pub enum Policy {
     /// CRIU's instruction check alone (`--cpu-cap=^fpu`; `--cpu-cap=ins` keeps the default
     /// fpu check too): every source flag in CRIU's instruction mask is on the destination.
     CriuCpu,
-    /// CRIU `--cpu-cap=fpu`: FPU/XSAVE bits, xfeatures subset, equal xsave sizes.
+    /// CRIU's FPU check alone (`--cpu-cap=^ins`): FPU/XSAVE bits, xfeatures subset, equal
+    /// xsave sizes.
     CriuFpu,
     /// CRIU's default when restoring (`fpu,ins`): both of the above.
     CriuDefault,
