@@ -64,7 +64,7 @@ print(json.dumps({"bench": sys.argv[1], "mode": sys.argv[2], "memory_mib": round
   "downtime_ms": round(r["downtime_ms"], 2), "total_ms": round(r["total_ms"], 1), "stop_us": r["stop_us"],
   "dest_restore_ms": round(r["dest_restore_us"] / 1e3, 2), "rounds": len(r["rounds"]),
   "round_pages": [x["pages"] for x in r["rounds"]], "max_round_pause_ms": round(max([x["pause_us"] for x in r["rounds"]] or [0]) / 1e3, 2),
-  "final_pages": r["final_pages"], "precopy_end": r["precopy_end"], "wire_mib": round(r["bytes_sent"] / 2**20, 2),
+  "final_pages": r["final_pages"], "precopy_end": r["precopy_end"], "dirty_tracking": r.get("dirty_tracking", ""), "wire_mib": round(r["bytes_sent"] / 2**20, 2),
   "code": r["code"], "dest_engine": r["dest_engine"]}))
 PY
 }

@@ -294,6 +294,9 @@ pub struct MigrationReport {
     pub rounds: Vec<RoundReport>,
     /// Why pre-copy ended: converged, max rounds, or dirtying faster than the link.
     pub precopy_end: String,
+    /// How changed pages were found (`--live`): kernel write tracking or page comparison.
+    #[serde(default)]
+    pub dirty_tracking: String,
     pub memory_bytes: u64,
     /// Bytes on the wire (frames), both directions.
     pub bytes_sent: u64,
@@ -528,7 +531,10 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
 
     // Pre-copy while the task runs.
     let level = crate::task::zstd_level();
-    let shadow = Arc::new(Mutex::new(if opts.live { prefaulted(memory_bytes as usize + (16 << 20)) } else { Vec::new() }));
+    let shadow = Arc::new(Mutex::new(Shadow {
+        copy: if opts.live { prefaulted(memory_bytes as usize + (16 << 20)) } else { Vec::new() },
+        ..Default::default()
+    }));
     if opts.live {
         let mut prev = u64::MAX;
         let mut bandwidth = 0.0f64; // bytes per ms, measured
@@ -537,7 +543,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
             let (idx, pause_us) = hooks
                 .call(false, move |t| {
                     let t0 = Instant::now();
-                    let i = diff_pages(t.memory(), &mut sh.lock().unwrap_or_else(|e| e.into_inner()));
+                    let i = sh.lock().unwrap_or_else(|e| e.into_inner()).changed(t.memory());
                     (i, t0.elapsed().as_micros() as u64)
                 })
                 .ok_or_else(|| fail("task ended during pre-copy".into()))?;
@@ -580,7 +586,7 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
         .call(true, move |t| {
             let at = Instant::now();
             let r: Result<(Vec<u32>, Image), String> = if live {
-                let i = diff_pages(t.memory(), &mut sh.lock().unwrap_or_else(|e| e.into_inner()));
+                let i = sh.lock().unwrap_or_else(|e| e.into_inner()).changed(t.memory());
                 t.capture_state().map(|img| (i, img)).map_err(|e| e.to_string())
             } else {
                 t.capture().map(|img| (Vec::new(), img)).map_err(|e| e.to_string())
@@ -601,6 +607,9 @@ fn migrate_to(hooks: &Arc<Hooks>, dest: &str, key: &[u8], opts: &MigrateOptions)
         }
     };
     rep.final_pages = idx.len() as u64;
+    if live {
+        rep.dirty_tracking = shadow.lock().unwrap_or_else(|e| e.into_inner()).how.clone();
+    }
     rep.state_hash = hash;
     if net::fault("corrupt_frame") {
         c.corrupt_next_data_frame();
@@ -756,12 +765,65 @@ fn decide_code(hooks: &Hooks, host: &HostInfo, want: &str) -> Result<(CodeMode, 
     }
 }
 
-/// Pages of `mem` that differ from `shadow`, which is updated to match:
-/// the only work done while the task is paused. The pages' bytes are read
-/// back from the shadow after the task resumed ([`gather`]).
-fn diff_pages(mem: &[u8], shadow: &mut Vec<u8>) -> Vec<u32> {
+/// The source's copy of the task's memory as last sent, and how changes to
+/// it are found.
+#[derive(Default)]
+struct Shadow {
+    copy: Vec<u8>,
+    /// Kernel write tracking of linear memory, when available.
+    tracker: Option<crate::sys::WriteTracker>,
+    /// How changed pages were found: `userfaultfd` or why not.
+    how: String,
+}
+
+impl Shadow {
+    /// Pages of `mem` that differ from the copy, which is updated to match:
+    /// the only work done while the task is paused. With write tracking only
+    /// the pages the kernel saw written are compared; otherwise (first round,
+    /// memory grown or moved, no kernel support) all of them, after
+    /// (re)starting tracking so that later writes are seen.
+    fn changed(&mut self, mem: &[u8]) -> Vec<u32> {
+        let written = match &mut self.tracker {
+            Some(t) if t.covers(mem) => t.written().ok(),
+            _ => None,
+        };
+        let candidates = written.map(|ranges| {
+            let mut pages: Vec<u32> = ranges.iter().flat_map(|r| (r.start / PAGE) as u32..r.end.div_ceil(PAGE) as u32).collect();
+            pages.dedup();
+            pages
+        });
+        if candidates.is_none() {
+            self.tracker = match crate::sys::WriteTracker::new(mem) {
+                Ok(t) => {
+                    self.how = "userfaultfd write tracking".into();
+                    Some(t)
+                }
+                Err(e) => {
+                    self.how = format!("page comparison (no write tracking: {e})");
+                    None
+                }
+            };
+        }
+        diff_pages(mem, &mut self.copy, candidates.as_deref())
+    }
+}
+
+/// Pages of `mem` that differ from `shadow` (among `only`, when given),
+/// which is updated to match.
+fn diff_pages(mem: &[u8], shadow: &mut Vec<u8>, only: Option<&[u32]>) -> Vec<u32> {
     if shadow.len() < mem.len() {
         shadow.resize(mem.len(), 0);
+    }
+    if let Some(only) = only {
+        let mut idx = Vec::new();
+        for &i in only {
+            let r = i as usize * PAGE..(i as usize + 1) * PAGE;
+            if r.end <= mem.len() && mem[r.clone()] != shadow[r.clone()] {
+                shadow[r.clone()].copy_from_slice(&mem[r]);
+                idx.push(i);
+            }
+        }
+        return idx;
     }
     // Memory bandwidth bound: one slice per core.
     let pages = mem.len() / PAGE;
@@ -789,8 +851,8 @@ fn diff_pages(mem: &[u8], shadow: &mut Vec<u8>) -> Vec<u32> {
     })
 }
 
-fn gather(idx: &[u32], shadow: &Mutex<Vec<u8>>) -> Vec<u8> {
-    let sh = shadow.lock().unwrap_or_else(|e| e.into_inner());
+fn gather(idx: &[u32], shadow: &Mutex<Shadow>) -> Vec<u8> {
+    let sh = &shadow.lock().unwrap_or_else(|e| e.into_inner()).copy;
     let mut data = Vec::with_capacity(idx.len() * PAGE);
     for &i in idx {
         data.extend_from_slice(&sh[i as usize * PAGE..(i as usize + 1) * PAGE]);

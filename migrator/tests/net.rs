@@ -270,6 +270,28 @@ fn foreground_task_migrates() {
     assert_eq!(String::from_utf8_lossy(&both), String::from_utf8_lossy(&full), "foreground + B output differs from the uninterrupted run");
 }
 
+/// `--live` on a task that rewrites its memory without pause (random data,
+/// so a page sent stale cannot go unnoticed): the pages found changed by
+/// kernel write tracking must give exactly the stopped state (`--verify`)
+/// and the same checksum as an uninterrupted run.
+#[test]
+fn live_migration_of_a_rewriting_task_is_exact() {
+    let af = fixture("alloc_fill.wasm");
+    let args = ["16", "200", "random"]; // ~3 s
+    let full = full_run(&af, &args);
+    let a = Host::start(false, KEY, &[], &[]);
+    let b = Host::start(true, KEY, &[], &[]);
+    a.run("t", &af, &args);
+    std::thread::sleep(Duration::from_millis(400));
+    let o = a.migrate("t", &b.addr(), &["--live", "--verify"]);
+    assert!(o.status.success(), "migrate failed: {}\n{}", String::from_utf8_lossy(&o.stderr), a.log());
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_verified(&rep);
+    assert!(rep["rounds"].as_array().unwrap().len() >= 2, "{rep}");
+    assert_eq!(rep["dirty_tracking"], "userfaultfd write tracking", "{rep}");
+    assert_moved(&a, &b, &full);
+}
+
 #[test]
 fn incompatible_destination_refused_before_the_task_stops() {
     assert!(tracer_bin().exists(), "tracer binary missing: run `cargo build --workspace --bins`");
