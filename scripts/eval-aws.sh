@@ -4,8 +4,9 @@
 # with and without LD_BIND_NOW=1, then `tracer eval` every feature set against the AWS
 # catalog: pairs accepted by ours vs CRIU's policies, recall, ours/CRIU ratios.
 # Usage: scripts/eval-aws.sh [OUT_DIR]   (root; default OUT_DIR target/eval-aws)
-# Prints the instance-type table, then the CPU-group table; the feature sets, each
-# workload's required features and the JSON tables stay in OUT_DIR.
+# Prints the instance-type table, the CPU-group table and the table with this host as the
+# only source; the feature sets, each workload's required features and the JSON tables stay
+# in OUT_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/eval-aws}
@@ -88,3 +89,7 @@ echo "tracer eval --catalog aws (instance types):"
 echo
 echo "tracer eval --catalog aws --groups (one instance type per CPU group):"
 "$T" eval --catalog aws --groups --workload "${sets[@]}" | tee "$out/eval-groups.txt"
+echo
+echo "tracer eval --catalog aws --source host.json (this host as the only source):"
+"$T" host --json > "$out/host.json"
+"$T" eval --catalog aws --source "$out/host.json" --workload "${sets[@]}" | tee "$out/eval-this-host.txt"
