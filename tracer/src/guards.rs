@@ -296,13 +296,12 @@ impl Consts {
                 self.regs[4] = None;
                 self.forget_register(insn.op0_register());
             }
-            Mnemonic::Not => match dst_reg {
-                Some(r) => {
+            Mnemonic::Not => {
+                if let Some(r) = dst_reg {
                     let v = self.reg(r).map(|v| !v);
                     self.set_reg(r, v);
                 }
-                None => {}
-            },
+            }
             Mnemonic::And | Mnemonic::Or | Mnemonic::Xor | Mnemonic::Add | Mnemonic::Sub => {
                 let Some(dst) = dst_reg else {
                     // Read-modify-write of memory: registers unchanged, flags unknown.
