@@ -10,6 +10,9 @@ PKGS=(
   wasi-libc lld-14 libclang-rt-14-dev-wasm32 binaryen wabt
   # native ISA fixtures and tests (tracer)
   gcc gcc-multilib make binutils
+  # glibc's separate debug symbols: tracer names glibc's hidden functions and variables
+  # (e.g. the lock-elision switch) from /usr/lib/debug/.build-id when they are installed
+  libc6-dbg
   # network namespaces for the demo and network tests
   iproute2 procps util-linux
   # real workloads used by tracer tests and benchmarks
