@@ -28,6 +28,7 @@ fi
 export FUZZ_SECS SOAK_CYCLES SOAK_KILLS STORM_CHURN_MB STORM_SECS
 logs=target/reliability
 mkdir -p "$logs"
+rm -f "$logs"/*.log # the panic count reads every log: none from an earlier run
 rows=$logs/rows.tsv
 : >"$rows"
 status=0
