@@ -40,6 +40,8 @@ chmod 755 "$work"
 spin_pid= serve_pid= hop_pids=() hop_ns=()
 cleanup() {
   [ -n "$spin_pid" ] && kill "$spin_pid" 2>/dev/null; [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null
+  # ($! of a backgrounded function is its subshell, not the daemon: kill what runs in the namespaces.)
+  for n in "${hop_ns[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null; done
   for p in "${hop_pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${hop_pids[@]}"; do wait "$p" 2>/dev/null; done
   for n in "${hop_ns[@]}"; do ip netns del "$n" 2>/dev/null; done
@@ -204,6 +206,8 @@ hops_section() {
     sleep 0.4
   done
   segment "$holder"
+  # Done with both hosts: stop their daemons now rather than at exit.
+  for n in "${ns[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null; done
   local dup missing
   dup=$(sort "$work/hop.out" | uniq -d | wc -l)
   missing=$(comm -23 <(sort "$work/hop.ref") <(sort "$work/hop.out") | wc -l)

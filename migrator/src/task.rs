@@ -661,26 +661,24 @@ fn write_file_with(
         std::process::id()
     ));
     let f = std::fs::File::create(&tmp)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    let r = write(&mut w).and_then(|n| {
+    let r = (|| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let n = write(&mut w)?;
         w.flush()?;
-        Ok(n)
-    });
-    let n = match r {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+        let f = w.into_inner().map_err(|e| ImageError::Io(e.into_error()))?;
+        // fsync is opt-in: a stopped task's image in the page cache survives any
+        // process crash; only a power loss before writeback could lose it.
+        if std::env::var_os("MIGRATOR_FSYNC").is_some_and(|v| v == "1") {
+            f.sync_all()?;
         }
-    };
-    let f = w.into_inner().map_err(|e| ImageError::Io(e.into_error()))?;
-    // fsync is opt-in: a stopped task's image in the page cache survives any
-    // process crash; only a power loss before writeback could lose it.
-    if std::env::var_os("MIGRATOR_FSYNC").is_some_and(|v| v == "1") {
-        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(n)
+    })();
+    if r.is_err() {
+        // Nothing half-written is left behind, whichever step failed.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)?;
-    Ok(n)
+    r
 }
 
 /// Reads an image file.

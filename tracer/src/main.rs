@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use tracer::cli::{Cli, EXIT_ERROR};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // goblin logs its own warnings about malformed ELF input; our one-line error says what matters.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,goblin=error")).init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
