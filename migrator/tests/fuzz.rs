@@ -297,8 +297,7 @@ fn image_parse() {
                 restored += ok as u64;
             }
             Err(e) => {
-                let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-                failures.push(format!("image_parse: FUZZ_SEED={s} FUZZ_CASES=1: {}", msg.unwrap_or_default()));
+                failures.push(format!("image_parse: FUZZ_SEED={s} FUZZ_CASES=1: {}", panic_message(&*e)));
             }
         }
         n += 1;
@@ -621,8 +620,7 @@ fn net_frames() {
             read_frames(&l, &bytes, limit, rng.chance(4), &mut st);
         }));
         if let Err(e) = r {
-            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-            failures.push(format!("net_frames: FUZZ_SEED={s} FUZZ_CASES=1: {}", msg.unwrap_or_default()));
+            failures.push(format!("net_frames: FUZZ_SEED={s} FUZZ_CASES=1: {}", panic_message(&*e)));
         }
         n += 1;
     }
@@ -638,4 +636,9 @@ fn net_frames() {
         st.refused
     );
     assert!(failures.is_empty(), "{} of {n} cases panicked:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The message of a caught panic.
+fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
 }
