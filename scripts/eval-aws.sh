@@ -78,9 +78,12 @@ for bind in 0 1; do
   kill "$rp"; wait "$rp" 2> /dev/null
 done
 
-# What-if: the same python3 as traced on an AVX2 host without AVX-512 or TSX (glibc then
-# binds its AVX2 string functions; the tunable masks the features for glibc's selection).
-run python3-debian-avx2 1 env GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-RTM /usr/bin/python3 -c "$loop"
+# What-if: the same python3 as glibc binds it on an AVX2 host without AVX-512 or TSX. The
+# tunable masks the features for glibc's selection; -Prefer_No_VZEROUPPER too, because
+# glibc sets that preference whenever CPUID lists RTM, masked or not, and then binds its
+# SSE2/SSE4.2 string functions, which no real AVX2 host without TSX does (checked: this
+# trace needs avx2/bmi2/movbe from __memcmp_avx2_movbe, __strlen_avx2, ...).
+run python3-debian-avx2 1 env GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-RTM,-Prefer_No_VZEROUPPER /usr/bin/python3 -c "$loop"
 
 echo
 echo "tracer eval --catalog aws (instance types):"
