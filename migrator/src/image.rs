@@ -55,10 +55,13 @@ pub struct ImageMeta {
     pub wasi: WasiState,
 }
 
+/// A buffer an image was read into: a `Vec`, or pages read straight from a file.
+pub type Shared = std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 /// Bytes shared with the buffer an image was read from (no copy per chunk).
 #[derive(Clone)]
 pub struct Bytes {
-    buf: std::sync::Arc<Vec<u8>>,
+    buf: Shared,
     range: std::ops::Range<usize>,
 }
 impl Bytes {
@@ -70,7 +73,7 @@ impl Bytes {
 impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf[self.range.clone()]
+        &(*self.buf).as_ref()[self.range.clone()]
     }
 }
 impl PartialEq for Bytes {
@@ -91,6 +94,33 @@ pub struct Chunk {
     pub present: Vec<u16>,
     /// zstd frame of the present pages, concatenated.
     pub data: Bytes,
+}
+
+/// CRC-32 of `buf`, large buffers in parallel slices combined.
+fn crc32_parallel(buf: &[u8]) -> u32 {
+    const SLICE: usize = 8 << 20;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    if buf.len() < 2 * SLICE || threads == 1 {
+        return crc32fast::hash(buf);
+    }
+    let parts: Vec<crc32fast::Hasher> = std::thread::scope(|s| {
+        let hs: Vec<_> = buf
+            .chunks(buf.len().div_ceil(threads))
+            .map(|part| {
+                s.spawn(move || {
+                    let mut h = crc32fast::Hasher::new();
+                    h.update(part);
+                    h
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| crc32fast::Hasher::new_with_initial(1))).collect()
+    });
+    let mut all = crc32fast::Hasher::new();
+    for p in &parts {
+        all.combine(p);
+    }
+    all.finalize()
 }
 
 /// One chunk's record: page offsets, then its zstd frame.
@@ -249,8 +279,12 @@ impl Image {
 
     /// Parses an image, sharing `buf` with the memory chunks.
     pub fn from_vec(buf: Vec<u8>) -> Result<Image, ImageError> {
-        let shared = std::sync::Arc::new(buf);
-        let buf: &[u8] = &shared;
+        Self::from_shared(std::sync::Arc::new(buf))
+    }
+
+    /// [`Image::from_vec`] for any shared buffer.
+    pub fn from_shared(shared: Shared) -> Result<Image, ImageError> {
+        let buf: &[u8] = (*shared).as_ref();
         if buf.len() < 8 || &buf[..8] != MAGIC {
             return Err(ImageError::BadMagic);
         }
@@ -263,7 +297,7 @@ impl Image {
         }
         let (body, tail) = buf.split_at(buf.len() - 4);
         let stored = u32::from_le_bytes(tail.try_into().unwrap_or_default());
-        let computed = crc32fast::hash(body);
+        let computed = crc32_parallel(body);
         if stored != computed {
             return Err(ImageError::Checksum { stored, computed });
         }
@@ -607,6 +641,33 @@ mod tests {
         assert!(a == b, "streamed image differs");
         // A state image of another memory size is refused.
         assert!(state.write_with_memory(&mem[..PAGE], 0..0, 1, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn large_image_file_reads_back_equal() {
+        // Above the size read by parallel positioned reads, and CRC-checked in parallel.
+        let mut mem = vec![0u8; 200 * PAGE];
+        let mut x = 0x2545F4914F6CDD1Du64;
+        for b in mem[..190 * PAGE].iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 32) as u8;
+        }
+        let (pages_total, chunks) = Image::compress_memory(&mem, 0..0, 1).unwrap();
+        let img = Image { pages_total, chunks, ..sample() };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.img");
+        let n = crate::task::write_image_file(&path, &img).unwrap();
+        assert!(n > 8 << 20, "{n}");
+        let back = crate::task::read_image_file(&path).unwrap();
+        assert_eq!(back, img);
+        // A flipped byte deep in the file is caught by the (parallel) checksum.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() * 3 / 4;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(crate::task::read_image_file(&path), Err(ImageError::Checksum { .. })));
     }
 
     fn sample_frame(src: &[u8]) -> Vec<u8> {

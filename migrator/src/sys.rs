@@ -127,6 +127,13 @@ impl PageBuf {
     /// `len` bytes (rounded up to whole pages), faulted in now rather than
     /// while the task is stopped.
     pub fn new(len: usize) -> std::io::Result<PageBuf> {
+        let mut b = Self::unpopulated(len)?;
+        populate_write(b.as_mut_slice());
+        Ok(b)
+    }
+
+    /// Like [`PageBuf::new`], but pages are faulted in (zero) on first touch.
+    pub fn unpopulated(len: usize) -> std::io::Result<PageBuf> {
         let len = len.max(1).next_multiple_of(OS_PAGE);
         // SAFETY: a fresh anonymous mapping at an address the kernel picks;
         // it aliases nothing.
@@ -138,7 +145,6 @@ impl PageBuf {
         }
         let mut b = PageBuf { ptr: p.cast(), len };
         advise_hugepages(b.as_mut_slice());
-        populate_write(b.as_mut_slice());
         Ok(b)
     }
 

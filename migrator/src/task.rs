@@ -683,15 +683,50 @@ fn write_file_with(
 
 /// Reads an image file.
 pub fn read_image_file(path: &std::path::Path) -> Result<Image, ImageError> {
-    // One read into a buffer of the right size (huge pages: fewer faults);
-    // chunks then share it.
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    use std::os::unix::fs::FileExt;
+    const SMALL: usize = 8 << 20;
+    let f = std::fs::File::open(path)?;
     let len = f.metadata()?.len() as usize;
-    let mut buf = crate::sys::huge_with_capacity(len + 1);
-    crate::sys::populate_spare(&mut buf);
-    f.read_to_end(&mut buf)?;
-    Image::from_vec(buf)
+    if len < SMALL {
+        // One read into a buffer of the right size; chunks then share it.
+        use std::io::Read;
+        let mut buf = crate::sys::huge_with_capacity(len + 1);
+        crate::sys::populate_spare(&mut buf);
+        (&f).read_to_end(&mut buf)?;
+        return Image::from_vec(buf);
+    }
+    // Large images: fresh pages (not zeroed by us) filled by one positioned
+    // read per core, so faulting them in and copying run in parallel.
+    let mut buf = crate::sys::PageBuf::unpopulated(len)?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let per = len.div_ceil(threads).next_multiple_of(4096);
+    std::thread::scope(|s| -> std::io::Result<()> {
+        let hs: Vec<_> = buf.as_mut_slice()[..len]
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(i, part)| {
+                let f = &f;
+                s.spawn(move || {
+                    crate::sys::populate_write(part);
+                    f.read_exact_at(part, (i * per) as u64)
+                })
+            })
+            .collect();
+        hs.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked"))))
+    })?;
+    Image::from_shared(std::sync::Arc::new(FileBytes { buf, len }))
+}
+
+/// The first `len` bytes of a [`crate::sys::PageBuf`] an image file was read into.
+struct FileBytes {
+    buf: crate::sys::PageBuf,
+    len: usize,
+}
+
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf.as_slice()[..self.len]
+    }
 }
 
 // Network migration (crate::migrate): live pre-copy reads linear memory
