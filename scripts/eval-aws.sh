@@ -5,8 +5,9 @@
 # catalog: pairs accepted by ours vs CRIU's policies, recall, ours/CRIU ratios.
 # Usage: scripts/eval-aws.sh [OUT_DIR]   (root; default OUT_DIR target/eval-aws)
 # Prints the instance-type table, the CPU-group table and the table with this host as the
-# only source; the feature sets, each workload's required features and the JSON tables stay
-# in OUT_DIR.
+# only source; then, as a separate table, per-source binding for python3 (one trace per
+# glibc dispatch signature of the catalog, glibc's view masked with tunables). The feature
+# sets, each workload's required features and the JSON tables stay in OUT_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/eval-aws}
@@ -96,3 +97,48 @@ echo
 echo "tracer eval --catalog aws --source host.json (this host as the only source):"
 "$T" host --json > "$out/host.json"
 "$T" eval --catalog aws --source "$out/host.json" --workload "${sets[@]}" | tee "$out/eval-this-host.txt"
+
+# Per-source binding (a separate table; the tables above use one trace for every source).
+# A process started on source S binds glibc's IFUNCs to S's CPU. For every dispatch
+# signature of the catalog's types with this host's vendor (which glibc dispatch features
+# they have), python3 is traced with the features this host has and they lack hidden from
+# glibc (glibc.cpu.hwcaps; hiding RTM also drops the Prefer_No_VZEROUPPER glibc derives from
+# CPUID, hiding AVX drops AVX_Fast_Unaligned_Load). `tracer eval --bound` refuses a trace
+# that still uses a hidden feature and leaves out sources no trace stands for.
+echo
+echo "tracer eval --catalog aws --bound ... (per-source binding, python3, glibc dispatch):"
+python3 - tracer/data/aws-catalog.json "$out/host.json" > "$out/bind-sets" << 'PY'
+import json, sys
+cat, host = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+hf = {f["name"] for f in host["features"]}
+vendor = "intel" if "Intel" in host["subject"].get("vendor", "") else "amd"
+# tracer name -> glibc.cpu.hwcaps names that hide it (policy.rs DISPATCH_GLIBC)
+glibc = {"pni": "SSE3", "ssse3": "SSSE3", "sse4_1": "SSE4_1", "sse4_2": "SSE4_2", "popcnt": "POPCNT",
+         "avx": "AVX,-AVX_Fast_Unaligned_Load", "avx2": "AVX2", "fma": "FMA", "fma4": "FMA4", "bmi1": "BMI1",
+         "bmi2": "BMI2", "abm": "LZCNT", "movbe": "MOVBE", "rtm": "RTM,-Prefer_No_VZEROUPPER",
+         "avx512f": "AVX512F", "avx512vl": "AVX512VL", "avx512bw": "AVX512BW", "avx512dq": "AVX512DQ",
+         "avx512cd": "AVX512CD", "xsave": "XSAVE", "xsavec": "XSAVEC"}
+seen = set()
+for i in cat["instances"]:
+    if i["vendor"] != vendor:
+        continue
+    hidden = tuple(f for f in glibc if f in hf and f not in i["features"])
+    if hidden not in seen:
+        seen.add(hidden)
+        print(",".join(hidden) or "-", "glibc.cpu.hwcaps=" + ",".join("-" + glibc[f] for f in hidden) if hidden else "-")
+PY
+bound=()
+n=0
+while read -r hidden tunable; do
+  n=$((n + 1))
+  if [ "$tunable" = - ]; then
+    run "python3-bound-$n" 1 /usr/bin/python3 -c "$loop" < /dev/null
+    bound+=("$out/python3-bound-$n.json")
+  else
+    run "python3-bound-$n" 1 env GLIBC_TUNABLES="$tunable" /usr/bin/python3 -c "$loop" < /dev/null
+    bound+=("$out/python3-bound-$n.json@$hidden")
+  fi
+  echo "    (hidden: $hidden)"
+done < "$out/bind-sets"
+"$T" eval --catalog aws --traced-on "$out/host.json" --dispatch glibc --bound "${bound[@]}" | tee "$out/eval-per-source.txt"
+"$T" eval --catalog aws --groups --traced-on "$out/host.json" --dispatch glibc --bound "${bound[@]}" | tee "$out/eval-per-source-groups.txt"

@@ -188,6 +188,9 @@ pub struct EvalRow {
     /// Required features on the fewest destinations, rarest first (at most 3, only those
     /// not on every destination): why sources or accepted pairs are few.
     pub rarest: Vec<(&'static str, usize)>,
+    /// Per-source binding ([`eval_per_source`]): which sources a bound trace stood for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_source: Option<Cover>,
 }
 
 /// Counts, for all ordered pairs (s, d) with s in `sources` able to run `w`, d in
@@ -246,7 +249,134 @@ pub fn eval(w: &Workload, sources: &[Platform], dests: &[Platform]) -> EvalRow {
         ratio_vs_criu_default: ratio(Policy::CriuDefault),
         ratio_vs_criu_strict: ratio(Policy::CriuStrict),
         policies: counts,
+        per_source: None,
     }
+}
+
+/// Features glibc 2.36's x86-64 CPU dispatch reads (IFUNC selectors of libc and libm,
+/// ld.so's lazy-binding trampolines).
+pub const DISPATCH_GLIBC: &[&str] = &[
+    "pni", "ssse3", "sse4_1", "sse4_2", "popcnt", "avx", "avx2", "fma", "fma4", "bmi1", "bmi2", "abm", "movbe", "rtm",
+    "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd", "xsave", "xsavec",
+];
+
+/// Bits of OpenSSL 3.0's capability vector (`OPENSSL_ia32cap_P`) its x86-64 code tests,
+/// and libgcrypt 1.10's hardware features.
+pub const DISPATCH_CRYPTO: &[&str] = &[
+    "ssse3", "sse4_1", "movbe", "aes", "pclmulqdq", "avx", "xop", "rdrand", "bmi1", "avx2", "bmi2", "adx", "sha_ni",
+    "avx512f", "avx512dq", "avx512ifma", "avx512bw", "avx512vl", "avx512cd", "avx512vbmi", "rdseed", "vaes",
+    "vpclmulqdq", "gfni", "fma",
+];
+
+/// A trace taken with some of the tracing host's features hidden from the process's CPU
+/// dispatch (glibc tunables, `OPENSSL_ia32cap`, libgcrypt's hwf.deny).
+pub struct Bound {
+    pub workload: Workload,
+    pub hidden: Vec<&'static Feature>,
+}
+
+/// Which sources a per-source evaluation covered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cover {
+    /// Bound traces given.
+    pub traces: usize,
+    /// Sources whose dispatch signature one trace has (counted when they can run it).
+    pub covered: usize,
+    /// Sources no trace stands for: not counted.
+    pub uncovered: usize,
+    /// The uncovered signatures: vendor and the dispatch features the tracing host has but
+    /// they lack, with how many sources have each.
+    pub missing: Vec<(String, usize)>,
+    /// Traces not used because they use a feature they were bound without: the masking did
+    /// not take, or the tracer cannot tell that the dispatch avoids it.
+    pub refused: Vec<String>,
+}
+
+/// What a process's CPU dispatch can see of a platform: its vendor (glibc's preferences,
+/// OpenSSL's Intel bit) and which dispatch features it has.
+fn signature(vendor: crate::catalog::Vendor, has: impl Fn(&Feature) -> bool, dispatch: &[&'static Feature]) -> (crate::catalog::Vendor, Vec<&'static str>) {
+    (vendor, dispatch.iter().filter(|f| has(f)).map(|f| f.name).collect())
+}
+
+/// Per-source binding: a process started on source S binds its libraries to S's CPU. Each
+/// bound trace was taken on `traced_on` with `hidden` invisible to the dispatch, so it
+/// stands for exactly the sources whose signature (vendor, dispatch features present) is
+/// the tracing host's minus `hidden`; each source is evaluated with the trace standing for
+/// it, and sources no trace stands for are left out (counted in [`Cover`]). A trace that
+/// uses a feature it was bound without is refused: the masking did not take.
+pub fn eval_per_source(bound: &[Bound], traced_on: &Platform, dispatch: &[&'static Feature], sources: &[Platform], dests: &[Platform]) -> Result<EvalRow, String> {
+    let mut by_sig = Vec::new();
+    let mut refused = Vec::new();
+    for b in bound {
+        let used: Vec<&str> =
+            b.workload.required.iter().filter(|r| b.hidden.iter().any(|h| std::ptr::eq(*h, r.feature))).map(|r| r.feature.name).collect();
+        if !used.is_empty() {
+            let hidden: Vec<&str> = b.hidden.iter().map(|f| f.name).collect();
+            refused.push(format!("trace bound without {} refused: it uses {}", hidden.join(","), used.join(",")));
+            continue;
+        }
+        let sig = signature(traced_on.vendor, |f| traced_on.features.has(f) && !b.hidden.iter().any(|h| std::ptr::eq(*h, f)), dispatch);
+        if by_sig.iter().any(|(s, _)| *s == sig) {
+            return Err(format!("{}: two traces bound for the same signature", b.workload.name));
+        }
+        by_sig.push((sig, &b.workload));
+    }
+    let mut per_trace: Vec<Vec<Platform>> = vec![Vec::new(); by_sig.len()];
+    let mut missing: Vec<(String, usize)> = Vec::new();
+    let mut uncovered = 0;
+    for s in sources {
+        let sig = signature(s.vendor, |f| s.features.has(f), dispatch);
+        match by_sig.iter().position(|(b, _)| *b == sig) {
+            Some(i) => per_trace[i].push(s.clone()),
+            None => {
+                uncovered += 1;
+                let list = |v: Vec<&str>| if v.is_empty() { "-".to_string() } else { v.join(",") };
+                let lacks = dispatch.iter().filter(|f| traced_on.features.has(f) && !s.features.has(f)).map(|f| f.name).collect();
+                let extra: Vec<&str> = dispatch.iter().filter(|f| !traced_on.features.has(f) && s.features.has(f)).map(|f| f.name).collect();
+                let mut key = format!("{:?} without {}", s.vendor, list(lacks)).to_lowercase();
+                if !extra.is_empty() {
+                    key.push_str(&format!(" with {}", list(extra)));
+                }
+                match missing.iter_mut().find(|(k, _)| *k == key) {
+                    Some(m) => m.1 += 1,
+                    None => missing.push((key, 1)),
+                }
+            }
+        }
+    }
+    missing.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rows: Vec<EvalRow> = by_sig.iter().zip(&per_trace).map(|((_, w), srcs)| eval(w, srcs, dests)).collect();
+    let name = bound.first().map(|b| format!("{} per-source", b.workload.name)).unwrap_or_default();
+    let mut row = rows.first().cloned().ok_or_else(|| format!("no usable bound trace ({})", refused.join("; ")))?;
+    for r in &rows[1..] {
+        row.sources += r.sources;
+        row.pairs += r.pairs;
+        for (c, o) in row.policies.iter_mut().zip(&r.policies) {
+            c.accepted += o.accepted;
+            c.accepted_and_safe += o.accepted_and_safe;
+            c.unsafe_pairs += o.unsafe_pairs;
+        }
+        for f in &r.required {
+            if !row.required.contains(f) {
+                row.required.push(f);
+            }
+        }
+    }
+    let ours = row.policies[0].accepted;
+    for c in row.policies.iter_mut() {
+        c.recall = if ours == 0 { 0.0 } else { c.accepted_and_safe as f64 / ours as f64 };
+    }
+    let ratio = |p: Policy| {
+        let n = row.policies.iter().find(|c| c.policy == p).map(|c| c.accepted).unwrap_or(0);
+        (n > 0).then(|| ours as f64 / n as f64)
+    };
+    row.ratio_vs_criu_cpu = ratio(Policy::CriuCpu);
+    row.ratio_vs_criu_default = ratio(Policy::CriuDefault);
+    row.ratio_vs_criu_strict = ratio(Policy::CriuStrict);
+    row.workload = name;
+    row.rarest.clear();
+    row.per_source = Some(Cover { traces: bound.len() - refused.len(), covered: sources.len() - uncovered, uncovered, missing, refused });
+    Ok(row)
 }
 
 /// Renders eval rows as a text table.
@@ -273,6 +403,24 @@ pub fn write_table(rows: &[EvalRow], mut out: impl std::io::Write) -> std::io::R
     for r in rows.iter().filter(|r| r.sources == 0) {
         let why: Vec<String> = r.rarest.iter().map(|(f, n)| format!("{f} on {n}")).collect();
         writeln!(out, "{}: no source can run it; rarest required features: {}", r.workload, why.join(", "))?;
+    }
+    for r in rows {
+        if let Some(c) = &r.per_source {
+            let m: Vec<String> = c.missing.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            writeln!(
+                out,
+                "{}: {} bound traces stand for {} sources; {} sources have no trace bound for them, not counted{}{}",
+                r.workload,
+                c.traces,
+                c.covered,
+                c.uncovered,
+                if m.is_empty() { "" } else { ": " },
+                m.join("; ")
+            )?;
+            for x in &c.refused {
+                writeln!(out, "{}: {x}", r.workload)?;
+            }
+        }
     }
     let unsafe_: Vec<String> = rows
         .iter()

@@ -346,6 +346,78 @@ mod policies {
         assert_eq!(rows[0].sources, 1);
         assert_eq!(rows[0].pairs, 383);
     }
+
+    const AVX2: &[&str] = &["ssse3", "sse4_1", "sse4_2", "popcnt", "avx", "avx2", "bmi1", "bmi2", "abm", "movbe", "fma"];
+    const AVX512: &[&str] = &["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd"];
+
+    fn bound(name: &str, hidden: &[&str]) -> policy::Bound {
+        policy::Bound { workload: workload(name), hidden: hidden.iter().map(|h| features::by_name(h).unwrap()).collect() }
+    }
+
+    #[test]
+    fn per_source_binding_uses_the_trace_bound_for_each_source() {
+        let glibc: Vec<_> = policy::DISPATCH_GLIBC.iter().map(|n| features::by_name(n).unwrap()).collect();
+        let both = [AVX2, AVX512].concat();
+        let host = platform("host", Vendor::Intel, &both);
+        let skx = platform("skx", Vendor::Intel, &both);
+        let hsw = platform("hsw", Vendor::Intel, AVX2);
+        let hsw2 = platform("hsw2", Vendor::Intel, AVX2);
+        let zen = platform("zen", Vendor::Amd, AVX2);
+        let all = [skx.clone(), hsw.clone(), hsw2.clone(), zen.clone()];
+        let traces = [bound("python3-avx512.json", &[]), bound("python3-avx2.json", AVX512)];
+        let row = policy::eval_per_source(&traces, &host, &glibc, &all, &all).unwrap();
+        let cover = row.per_source.as_ref().unwrap();
+        // zen: a trace taken on an Intel host stands for no AMD source.
+        assert_eq!((cover.covered, cover.uncovered, row.sources), (3, 1, 3));
+        assert_eq!(cover.missing, vec![("amd without avx512f,avx512vl,avx512bw,avx512dq,avx512cd".to_string(), 1)]);
+        // skx with the AVX-512 trace: hsw, hsw2, zen lack AVX-512, 0 accepted. hsw with the
+        // AVX2 trace: skx, hsw2, zen, 3 accepted; hsw2 the same.
+        assert_eq!(row.pairs, 9);
+        assert_eq!(row.policies[0].accepted, 6);
+        assert_eq!(row.policies[0].unsafe_pairs, 0);
+        // One AVX-512 trace for every source: the AVX2 sources could not run it at all.
+        let single = policy::eval(&workload("python3-avx512.json"), &all, &all);
+        assert_eq!((single.sources, single.policies[0].accepted), (1, 0));
+    }
+
+    #[test]
+    fn per_source_binding_refuses_a_trace_that_uses_what_it_hid() {
+        let glibc: Vec<_> = policy::DISPATCH_GLIBC.iter().map(|n| features::by_name(n).unwrap()).collect();
+        let host = platform("host", Vendor::Intel, &[AVX2, AVX512].concat());
+        let hsw = platform("hsw", Vendor::Intel, AVX2);
+        let traces = [bound("python3-avx512.json", AVX512), bound("python3-avx2.json", &["avx512f"])];
+        let row = policy::eval_per_source(&traces, &host, &glibc, &[hsw.clone()], &[hsw]).unwrap();
+        let cover = row.per_source.unwrap();
+        assert_eq!(cover.traces, 1);
+        assert_eq!(cover.refused.len(), 1);
+        assert!(cover.refused[0].contains("it uses avx512f,avx512vl,avx512bw"), "{:?}", cover.refused);
+        // hsw's signature lacks all of AVX-512; the trace that hid only avx512f is not its.
+        assert_eq!((cover.covered, cover.uncovered), (0, 1));
+        let err = policy::eval_per_source(&traces[..1], &host, &glibc, &[], &[]).err().unwrap();
+        assert!(err.contains("no usable bound trace"), "{err}");
+    }
+
+    #[test]
+    fn per_source_binding_on_the_command_line() {
+        let f = |n: &str| fixture(n).to_str().unwrap().to_string();
+        let avx2 = format!("{}@avx512f,avx512vl,avx512bw,avx512dq,avx512cd", f("python3-avx2.json"));
+        let out = tracer(&["eval", "--bound", &f("python3-avx512.json"), &avx2, "--traced-on", &f("host-skylake.json"),
+            "--source", &f("host-skylake.json"), "--dispatch", "glibc", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["workload"], "python3.11 per-source");
+        // The tracing host as the only source: the unmasked trace stands for it.
+        assert_eq!(rows[0]["per_source"]["covered"], 1);
+        assert_eq!(rows[0]["pairs"], 383);
+        assert_eq!(rows[0]["policies"][0]["unsafe_pairs"], 0);
+        // Against the catalog, the synthetic host (no SSE3 bit) has no type's signature.
+        let out = tracer(&["eval", "--bound", &avx2, "--traced-on", &f("host-skylake.json"), "--dispatch", "glibc"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("383 sources have no trace bound for them") && text.contains("with pni"), "{text}");
+        let out = tracer(&["eval", "--bound", &avx2]);
+        assert_eq!(out.status.code(), Some(2), "--bound needs --traced-on");
+    }
 }
 
 mod kubernetes {

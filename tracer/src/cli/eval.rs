@@ -1,19 +1,36 @@
 //! `tracer eval --workload W.json [--workload W2.json ...] [--catalog aws|FILE] [--source S.json ...] [--json]`
+//! `tracer eval --bound W.json --bound W-avx2.json@avx512f,avx512vl,rtm --traced-on host.json`
+//! (per-source binding: one extra row per executable)
 
 use crate::catalog::Catalog;
 use crate::check::{self, Workload};
 use crate::policy;
-use anyhow::Result;
+use crate::catalog::Platform;
+use crate::features::{self, Feature};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct EvalCommand {
     /// Workload feature sets; one table row each.
-    #[arg(long, value_name = "W.json", required = true, num_args = 1..)]
+    #[arg(long, value_name = "W.json", required_unless_present = "bound", num_args = 1..)]
     pub workload: Vec<PathBuf>,
+    /// Per-source binding: a trace of the workload taken on the `--traced-on` host with the
+    /// listed features hidden from its CPU dispatch (glibc tunables, OPENSSL_ia32cap); it
+    /// stands for the sources whose dispatch features are the host's minus those. One
+    /// extra row per executable; sources no trace stands for are not counted.
+    #[arg(long, value_name = "W.json[@FEATURE,...]", num_args = 1.., requires = "traced_on")]
+    pub bound: Vec<String>,
+    /// The host the `--bound` traces were taken on (`tracer host --json`).
+    #[arg(long, value_name = "HOST.json")]
+    pub traced_on: Option<PathBuf>,
+    /// Libraries whose CPU dispatch the `--bound` signatures cover: `glibc` (glibc 2.36)
+    /// and `crypto` (OpenSSL 3.0, libgcrypt 1.10).
+    #[arg(long, value_delimiter = ',', default_values = ["glibc", "crypto"])]
+    pub dispatch: Vec<String>,
     /// Destinations (and, without --source, sources): `aws` or a catalog file.
     #[arg(long, default_value = "aws", value_name = "NAME|FILE")]
     pub catalog: String,
@@ -66,6 +83,9 @@ impl EvalCommand {
             }
             rows.push(policy::eval(&w, &sources, &catalog.instances));
         }
+        if let Some(host) = &self.traced_on {
+            rows.extend(self.per_source_rows(&check::load_host(host)?, &sources, &catalog.instances)?);
+        }
         let mut out = std::io::stdout().lock();
         if self.json {
             serde_json::to_writer_pretty(&mut out, &rows)?;
@@ -74,5 +94,39 @@ impl EvalCommand {
             policy::write_table(&rows, &mut out)?;
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    fn per_source_rows(&self, host: &Platform, sources: &[Platform], dests: &[Platform]) -> Result<Vec<policy::EvalRow>> {
+        let mut dispatch: Vec<&'static Feature> = Vec::new();
+        for lib in &self.dispatch {
+            let names = match lib.as_str() {
+                "glibc" => policy::DISPATCH_GLIBC,
+                "crypto" => policy::DISPATCH_CRYPTO,
+                other => bail!("--dispatch {other}: expected glibc or crypto"),
+            };
+            for n in names {
+                let f = features::by_name(n).with_context(|| format!("dispatch feature {n}"))?;
+                if !dispatch.iter().any(|d| std::ptr::eq(*d, f)) {
+                    dispatch.push(f);
+                }
+            }
+        }
+        let mut groups: Vec<Vec<policy::Bound>> = Vec::new();
+        for arg in &self.bound {
+            let (path, hidden) = match arg.rsplit_once('@') {
+                Some((p, h)) => (p, h.split(',').filter(|h| !h.is_empty()).collect::<Vec<_>>()),
+                None => (arg.as_str(), Vec::new()),
+            };
+            let workload = Workload::load(Path::new(path))?;
+            let hidden = hidden
+                .iter()
+                .map(|h| features::by_name(h).with_context(|| format!("--bound {arg}: unknown feature {h}")))
+                .collect::<Result<Vec<_>>>()?;
+            match groups.iter_mut().find(|g| g[0].workload.name == workload.name) {
+                Some(g) => g.push(policy::Bound { workload, hidden }),
+                None => groups.push(vec![policy::Bound { workload, hidden }]),
+            }
+        }
+        groups.iter().map(|g| policy::eval_per_source(g, host, &dispatch, sources, dests).map_err(anyhow::Error::msg)).collect()
     }
 }
