@@ -88,6 +88,41 @@ pub fn parse_dir(s: &str) -> Result<Preopen, String> {
     Ok(Preopen { guest: guest.to_string(), host })
 }
 
+/// `--detach` and where a detached task's output goes (run and restore).
+#[derive(clap::Args)]
+pub struct DetachArgs {
+    /// Hand the task to the local daemon (`migrator serve`) instead of running it here.
+    #[arg(long)]
+    pub detach: bool,
+    /// With --detach: where the task's stdout/stderr go (default: files in the runtime dir).
+    #[arg(long, requires = "detach")]
+    pub stdout: Option<PathBuf>,
+    #[arg(long, requires = "detach")]
+    pub stderr: Option<PathBuf>,
+}
+
+impl DetachArgs {
+    /// The output paths, absolute (the daemon has another working directory).
+    pub fn outputs(&self) -> (Option<PathBuf>, Option<PathBuf>) {
+        (self.stdout.as_deref().map(absolute), self.stderr.as_deref().map(absolute))
+    }
+
+    /// Sends `req` (which starts a task) to the local daemon and prints the task it reports.
+    pub fn hand_to_daemon(&self, req: &migrator::control::Request) -> Result<ExitCode> {
+        use migrator::control;
+        let sock = control::daemon_socket();
+        if !control::alive(&sock) {
+            return Err(migrator::ControlError::NoDaemon(sock).into());
+        }
+        let resp = control::request(&sock, req, std::time::Duration::from_secs(600))?;
+        if !resp.ok {
+            return Err(OperationFailed(resp.error.unwrap_or_default()).into());
+        }
+        println!("{}", serde_json::to_string(&resp.task)?);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 pub fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()

@@ -1,15 +1,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use migrator::control::{self, Request, TaskInfo};
+use migrator::control::{Request, TaskInfo};
 use migrator::engine::{self, EngineKind};
 use migrator::task::read_image_file;
 use migrator::wasi::{Preopen, Stdio};
 use migrator::Task;
 
-use super::{absolute, parse_dir, OperationFailed};
+use super::{absolute, parse_dir};
 
 /// Continue a task from a checkpoint image (in the foreground, or under the daemon with --detach).
 #[derive(clap::Parser)]
@@ -23,34 +22,22 @@ pub struct RestoreCommand {
     /// Map a guest directory of the image to another host directory: HOST::GUEST.
     #[arg(long = "dir", value_parser = parse_dir)]
     pub dirs: Vec<Preopen>,
-    #[arg(long)]
-    pub detach: bool,
-    #[arg(long, requires = "detach")]
-    pub stdout: Option<PathBuf>,
-    #[arg(long, requires = "detach")]
-    pub stderr: Option<PathBuf>,
+    #[command(flatten)]
+    pub detach: super::DetachArgs,
 }
 
 impl RestoreCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        if self.detach {
-            let sock = control::daemon_socket();
-            if !control::alive(&sock) {
-                return Err(migrator::ControlError::NoDaemon(sock).into());
-            }
+        if self.detach.detach {
+            let (stdout, stderr) = self.detach.outputs();
             let req = Request::Restore {
                 image: absolute(&self.image),
                 module: self.module.map(|m| absolute(&m)),
                 engine: self.engine,
-                stdout: self.stdout.map(|p| absolute(&p)),
-                stderr: self.stderr.map(|p| absolute(&p)),
+                stdout,
+                stderr,
             };
-            let resp = control::request(&sock, &req, Duration::from_secs(600))?;
-            if !resp.ok {
-                return Err(OperationFailed(resp.error.unwrap_or_default()).into());
-            }
-            println!("{}", serde_json::to_string(&resp.task)?);
-            return Ok(ExitCode::SUCCESS);
+            return self.detach.hand_to_daemon(&req);
         }
         let image = read_image_file(&self.image).with_context(|| format!("reading image {}", self.image.display()))?;
         let module = absolute(&self.module.clone().unwrap_or_else(|| PathBuf::from(&image.meta.module_path)));

@@ -1,6 +1,5 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use migrator::control::{self, Request, TaskInfo};
@@ -8,7 +7,7 @@ use migrator::engine::{self, EngineKind};
 use migrator::wasi::{Preopen, Stdio};
 use migrator::{Task, TaskOptions};
 
-use super::{absolute, parse_dir, OperationFailed};
+use super::{absolute, parse_dir};
 
 /// Run a WASI (preview 1) module: in the foreground, or under the daemon with --detach.
 #[derive(clap::Parser)]
@@ -29,14 +28,8 @@ pub struct RunCommand {
     /// Environment variable KEY=VALUE for the task (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
-    /// Hand the task to the local daemon (`migrator serve`) instead of running it here.
-    #[arg(long)]
-    pub detach: bool,
-    /// With --detach: where the task's stdout/stderr go (default: files in the runtime dir).
-    #[arg(long, requires = "detach")]
-    pub stdout: Option<PathBuf>,
-    #[arg(long, requires = "detach")]
-    pub stderr: Option<PathBuf>,
+    #[command(flatten)]
+    pub detach: super::DetachArgs,
     /// Arguments for the task (after `--`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -54,7 +47,8 @@ impl RunCommand {
         let argv0 = self.module.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let mut args = vec![argv0];
         args.extend(self.args.iter().cloned());
-        if self.detach {
+        if self.detach.detach {
+            let (stdout, stderr) = self.detach.outputs();
             let req = Request::Run {
                 module: absolute(&self.module),
                 args,
@@ -63,19 +57,10 @@ impl RunCommand {
                 engine: self.engine,
                 env: self.env,
                 dirs: self.dirs,
-                stdout: self.stdout.map(|p| absolute(&p)),
-                stderr: self.stderr.map(|p| absolute(&p)),
+                stdout,
+                stderr,
             };
-            let sock = control::daemon_socket();
-            if !control::alive(&sock) {
-                return Err(migrator::ControlError::NoDaemon(sock).into());
-            }
-            let resp = control::request(&sock, &req, Duration::from_secs(600))?;
-            if !resp.ok {
-                return Err(OperationFailed(resp.error.unwrap_or_default()).into());
-            }
-            println!("{}", serde_json::to_string(&resp.task)?);
-            return Ok(ExitCode::SUCCESS);
+            return self.detach.hand_to_daemon(&req);
         }
         let eng = engine::new_engine(self.engine)?;
         // Absolute, so the path recorded in images works from any directory.
