@@ -652,7 +652,11 @@ impl<M: Memory> Walker<'_, M> {
             self.src = Src::Code(ip);
             let flow = insn.flow_control();
             if !matches!(flow, FlowControl::Next | FlowControl::ConditionalBranch) && refs.any() {
-                self.release_refs(refs);
+                if flow == FlowControl::UnconditionalBranch && is_near(insn) {
+                    self.follow_refs(insn.near_branch_target(), refs);
+                } else {
+                    self.release_refs(refs);
+                }
             }
             match flow {
                 FlowControl::Next => {
@@ -746,6 +750,33 @@ impl<M: Memory> Walker<'_, M> {
             self.queue.push((a, src));
             self.stats.roots += 1;
         }
+    }
+
+    /// An unconditional jump ends the straight-line run while registers still hold code
+    /// addresses: look on into the straight-line code at the jump's target, which every
+    /// execution of this path runs next, so a register overwritten there before any read
+    /// is no root (the candidate a `cmov` did not pick: ld.so's `lea xsave; lea xsavec;
+    /// cmovne; mov [got+16]; jmp`). A read, any control transfer, an instruction that
+    /// cannot be decoded or 32 instructions end the look-ahead and release what is held.
+    fn follow_refs(&mut self, target: u64, refs: &mut HeldRefs) {
+        if let Some(r) = self.image.region_of(target) {
+            let region = &self.image.regions[r];
+            let off = (target - region.start) as usize;
+            let mut dec = Decoder::with_ip(64, &region.bytes()[off..], target, DecoderOptions::NONE);
+            let mut insn = Instruction::default();
+            let none = crate::guards::Consts::default();
+            for _ in 0..32 {
+                if !refs.any() || !dec.can_decode() {
+                    break;
+                }
+                dec.decode_out(&mut insn);
+                if insn.is_invalid() || insn.flow_control() != FlowControl::Next || insn.mnemonic() == Mnemonic::Hlt {
+                    break;
+                }
+                self.refs_step(&insn, refs, &none);
+            }
+        }
+        self.release_refs(refs);
     }
 
     /// A code address taken by `lea`/`mov imm` into a register becomes a root when the

@@ -296,6 +296,27 @@ mod reachability {
     }
 
     #[test]
+    fn lazy_binding_trampoline_not_chosen_is_not_a_root() {
+        // ld.so picks the trampoline for lazily bound objects with `lea xsave; lea xsavec;
+        // cmovne; mov [got+16]; jmp`: the candidate not picked stays in a register the
+        // jump's target overwrites unread. With XSAVEC hidden from glibc it is xsavec's.
+        if !host_has("xsavec") {
+            return;
+        }
+        let t = Target::start("strings", &[]);
+        let plain = trace(t.pid(), "path");
+        drop(t);
+        assert!(plain.get("xsavec").evidence.iter().any(|e| e.symbol.contains("_dl_runtime_resolve_xsavec")), "{}", plain.names());
+        let t = Target::start("strings", &[("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-XSAVEC")]);
+        let masked = trace(t.pid(), "path");
+        drop(t);
+        assert!(!masked.has("xsavec"), "{:?}", masked.features.iter().find(|f| f.name == "xsavec"));
+        assert!(masked.has("xsave"), "{}", masked.names());
+        let chosen = masked.features.iter().flat_map(|f| &f.evidence).find(|e| e.symbol.contains("resolve_xsavec"));
+        assert!(chosen.is_none(), "{chosen:?}");
+    }
+
+    #[test]
     fn lazy_ifunc_slots_resolve_to_the_variant_the_resolver_selects() {
         // Debian's python3 right after startup has hundreds of unbound PLT slots, a few
         // of them IFUNCs (memcpy, __memcpy_chk, libm's tan, ...). Each is resolved to the
