@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Soundness audit: for every ISA fixture and a few real processes (python3, redis-server
+# Soundness audit: for every ISA fixture and a few real processes (python3 as is and with
+# glibc's AVX-512/TSX/XSAVEC masked, redis-server
 # under redis-benchmark load, the numpy workload, a compiled C benchmark: openssl speed),
 # run `tracer audit` twice (single-step recording, then 1 kHz sampling) and print the
 # record ⊆ path ⊆ full table per feature. Exit 1 if any audit found a miss.
@@ -73,6 +74,13 @@ print("ready", flush=True)
 while True:
     d={"k%d"%i: [i, str(i)*3, i/7] for i in range(2000)}
     s=json.dumps(d); assert json.loads(s)==d; sorted(d, key=lambda k: d[k][2])'); audit python3 "$p"; kill "$p"
+# The same, with glibc bound as on an AVX2 host without TSX or XSAVEC (as eval-aws.sh's
+# per-source traces): the masked dispatch paths and trampolines (analysis.rs follow_refs).
+p=$(start python3-masked env GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-XSAVEC,-RTM,-Prefer_No_VZEROUPPER /usr/bin/python3 -c 'import json,time
+print("ready", flush=True)
+while True:
+    d={"k%d"%i: [i, str(i)*3, i/7] for i in range(2000)}
+    s=json.dumps(d); assert json.loads(s)==d; sorted(d, key=lambda k: d[k][2])'); audit python3-masked "$p"; kill "$p"
 port=$((20000 + RANDOM % 20000))
 redis-server --port "$port" --save "" --appendonly no > "$out/redis.stdout" 2>&1 &
 rp=$!; pids+=("$rp"); sleep 0.5
