@@ -363,7 +363,7 @@ mod policies {
         let hsw = platform("hsw", Vendor::Intel, AVX2);
         let hsw2 = platform("hsw2", Vendor::Intel, AVX2);
         let zen = platform("zen", Vendor::Amd, AVX2);
-        let all = [skx.clone(), hsw.clone(), hsw2.clone(), zen.clone()];
+        let all = [skx, hsw, hsw2, zen];
         let traces = [bound("python3-avx512.json", &[]), bound("python3-avx2.json", AVX512)];
         let row = policy::eval_per_source(&traces, &host, &glibc, &all, &all).unwrap();
         let cover = row.per_source.as_ref().unwrap();
@@ -384,9 +384,9 @@ mod policies {
     fn per_source_binding_refuses_a_trace_that_uses_what_it_hid() {
         let glibc: Vec<_> = policy::DISPATCH_GLIBC.iter().map(|n| features::by_name(n).unwrap()).collect();
         let host = platform("host", Vendor::Intel, &[AVX2, AVX512].concat());
-        let hsw = platform("hsw", Vendor::Intel, AVX2);
+        let hsw = [platform("hsw", Vendor::Intel, AVX2)];
         let traces = [bound("python3-avx512.json", AVX512), bound("python3-avx2.json", &["avx512f"])];
-        let row = policy::eval_per_source(&traces, &host, &glibc, &[hsw.clone()], &[hsw]).unwrap();
+        let row = policy::eval_per_source(&traces, &host, &glibc, &hsw, &hsw).unwrap();
         let cover = row.per_source.unwrap();
         assert_eq!(cover.traces, 1);
         assert_eq!(cover.refused.len(), 1);
