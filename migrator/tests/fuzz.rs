@@ -18,10 +18,9 @@
 //! Budget: `FUZZ_SECS` (default 3), `FUZZ_CASES`, `FUZZ_SEED` as in tracer/tests/fuzz.rs; one
 //! `RELIABILITY fuzz ...` line per target for scripts/reliability.sh.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use migrator::bench::sink_stdio;
@@ -31,94 +30,13 @@ use migrator::net::frame::{FrameError, Framed, KIND_DATA, KIND_MSG, MAX_FRAME, P
 use migrator::net::protocol::{decode_pages, encode_pages, Msg, STREAM_CODE, STREAM_IMAGE, STREAM_MODULE, STREAM_PAGES};
 use migrator::wasi::{FdEntry, FdKind, Preopen};
 use migrator::{Image, RunOutcome, Task, TaskOptions};
+use testkit::{panic_message, Guard, Rng, CASE, LARGEST, LIMIT};
 
 // ---------------------------------------------------------------------------------------------
-// Allocation guard: a single allocation above the limit is refused (the process aborts with
-// the case seed). Linear memory is mmap'ed by wasmtime, not allocated here.
-
-struct Guard;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-static LIMIT: AtomicUsize = AtomicUsize::new(512 << 20);
-static CASE: AtomicU64 = AtomicU64::new(u64::MAX);
-
-fn note(size: usize) -> bool {
-    LARGEST.fetch_max(size, Ordering::Relaxed);
-    if size > LIMIT.load(Ordering::Relaxed) {
-        let msg = b"\nfuzz: refused an allocation above FUZZ_ALLOC_LIMIT (unbounded allocation); case seed in the next line\n";
-        // SAFETY: writing valid static bytes to stderr.
-        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
-        let mut digits = [b'\n'; 21];
-        let mut v = CASE.load(Ordering::Relaxed);
-        for i in (0..20).rev() {
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-        // SAFETY: as above, a stack buffer.
-        unsafe { libc::write(2, digits.as_ptr().cast(), digits.len()) };
-        return false;
-    }
-    true
-}
-
-// SAFETY: forwards to the system allocator; refusing (null) is allowed by the contract.
-unsafe impl GlobalAlloc for Guard {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if !note(l.size()) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: same layout contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if !note(l.size()) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: same layout contract as ours.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `System` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if !note(new) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: `p` came from `System` with layout `l`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
+// Allocation guard (a single allocation above the limit is refused; the process aborts with
+// the case seed) and generator: testkit. Linear memory is mmap'ed by wasmtime, not allocated here.
 #[global_allocator]
 static GLOBAL: Guard = Guard;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-    fn interesting32(&mut self, len: usize) -> u32 {
-        const V: &[u32] = &[0, 1, 2, 63, 64, 65, 0xff, 0xffff, 0x1_0000, 0x1_0001, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff];
-        match self.below(3) {
-            0 => (len as u32).wrapping_add(self.below(5) as u32).wrapping_sub(2),
-            _ => V[self.below(V.len())],
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures (same cache directory as tests/util.rs, so modules compile once)
@@ -636,9 +554,4 @@ fn net_frames() {
         st.refused
     );
     assert!(failures.is_empty(), "{} of {n} cases panicked:\n{}", failures.len(), failures.join("\n"));
-}
-
-/// The message of a caught panic.
-fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
-    e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
 }

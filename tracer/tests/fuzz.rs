@@ -25,138 +25,22 @@
 //! An allocation larger than `FUZZ_ALLOC_LIMIT` bytes (default 512 MiB) is refused by the
 //! test's global allocator: the process aborts with the target and case to reproduce.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use testkit::{Guard, Rng, CASE, LARGEST, LIMIT};
 use tracer::elf::ElfInfo;
 
-// ---------------------------------------------------------------------------------------------
-// Allocation guard
-
-struct Guard;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-static LIMIT: AtomicUsize = AtomicUsize::new(512 << 20);
-static CASE: AtomicU64 = AtomicU64::new(u64::MAX);
-
-fn note(size: usize) -> bool {
-    LARGEST.fetch_max(size, Ordering::Relaxed);
-    if size > LIMIT.load(Ordering::Relaxed) {
-        // No allocation here: format into a stack buffer and write(2) it.
-        let mut buf = [0u8; 160];
-        let mut w = Cursor { buf: &mut buf, n: 0 };
-        let _ = std::fmt::write(
-            &mut w,
-            format_args!("\nfuzz: refused an allocation of {size} bytes (unbounded allocation) in case seed {}\n", CASE.load(Ordering::Relaxed)),
-        );
-        let n = w.n;
-        // SAFETY: writing a valid, initialized stack buffer to stderr.
-        unsafe { libc::write(2, buf.as_ptr().cast(), n) };
-        return false;
-    }
-    true
-}
-
-struct Cursor<'a> {
-    buf: &'a mut [u8],
-    n: usize,
-}
-impl std::fmt::Write for Cursor<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let take = s.len().min(self.buf.len() - self.n);
-        self.buf[self.n..self.n + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.n += take;
-        Ok(())
-    }
-}
-
-// SAFETY: forwards to the system allocator; refusing (null) is allowed by the contract.
-unsafe impl GlobalAlloc for Guard {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if !note(l.size()) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: same layout contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if !note(l.size()) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: same layout contract as ours.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `System` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if !note(new) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: `p` came from `System` with layout `l`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
+// Allocation guard and generator: testkit (shared with migrator's fuzz tests).
 #[global_allocator]
 static GLOBAL: Guard = Guard;
 
 // ---------------------------------------------------------------------------------------------
 // Generator
-
-/// splitmix64: small, seedable, good enough to generate inputs.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-    fn interesting(&mut self, len: usize) -> u64 {
-        const V: &[u64] = &[
-            0,
-            1,
-            2,
-            0x7f,
-            0x80,
-            0xff,
-            0x100,
-            0xffff,
-            0x1_0000,
-            0x7fff_ffff,
-            0x8000_0000,
-            0xffff_ffff,
-            0x1_0000_0000,
-            1 << 62,
-            1 << 63,
-            u64::MAX,
-            u64::MAX - 1,
-            i64::MAX as u64,
-        ];
-        match self.below(4) {
-            0 => len as u64 + self.below(3) as u64,
-            1 => (len as u64).wrapping_sub(self.below(16) as u64),
-            _ => V[self.below(V.len())],
-        }
-    }
-}
 
 /// Byte-level mutation: bit flips, interesting integers at random or given offsets, range
 /// zeroing, splices and truncation.
@@ -493,8 +377,30 @@ fn mutated_text(rng: &mut Rng, seed: &str) -> String {
         for _ in 0..1 + rng.below(3) {
             mutate_json(rng, &mut v, 0);
         }
-        v.to_string()
+        // Repeated structural edits can grow a value past the allocation guard's limit: then
+        // the generator, not the code under test, would be what allocates without bound.
+        to_text_bounded(&v, 64 << 20).unwrap_or_else(|| seed.to_string())
     }
+}
+
+/// `v` as JSON text, or None once it would exceed `max` bytes (serialization stops there).
+fn to_text_bounded(v: &serde_json::Value, max: usize) -> Option<String> {
+    struct Bounded(Vec<u8>, usize);
+    impl std::io::Write for Bounded {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + b.len() > self.1 {
+                return Err(std::io::Error::other("generated text too large"));
+            }
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = Bounded(Vec::new(), max);
+    serde_json::to_writer(&mut w, v).ok()?;
+    String::from_utf8(w.0).ok()
 }
 
 #[test]
