@@ -18,10 +18,8 @@
 //! Budget: `FUZZ_SECS` (default 3), `FUZZ_CASES`, `FUZZ_SEED` as in tracer/tests/fuzz.rs; one
 //! `RELIABILITY fuzz ...` line per target for scripts/reliability.sh.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use migrator::bench::sink_stdio;
 use migrator::engine::{self, EngineKind, LoadedModule};
@@ -30,7 +28,7 @@ use migrator::net::frame::{FrameError, Framed, KIND_DATA, KIND_MSG, MAX_FRAME, P
 use migrator::net::protocol::{decode_pages, encode_pages, Msg, STREAM_CODE, STREAM_IMAGE, STREAM_MODULE, STREAM_PAGES};
 use migrator::wasi::{FdEntry, FdKind, Preopen};
 use migrator::{Image, RunOutcome, Task, TaskOptions};
-use testkit::{panic_message, Guard, Rng, CASE, LARGEST, LIMIT};
+use testkit::{Guard, Rng};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation guard (a single allocation above the limit is refused; the process aborts with
@@ -164,17 +162,6 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, fields: &[usize]) {
     }
 }
 
-fn budget() -> (f64, u64, u64) {
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
-    if let Some(l) = env("FUZZ_ALLOC_LIMIT") {
-        LIMIT.store(l as usize, Ordering::Relaxed);
-    }
-    let seed = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
-    (env("FUZZ_SECS").unwrap_or(3.0), env("FUZZ_CASES").map(|c| c as u64).unwrap_or(u64::MAX), seed)
-}
-
 #[test]
 fn image_parse() {
     let lm = load("hashchain.wasm");
@@ -182,52 +169,25 @@ fn image_parse() {
     let orig = real_image(&lm, dir.path());
     let fields = image_fields(&orig);
     Image::from_bytes(&orig).expect("the unmutated image parses");
-    let (secs, max_cases, seed) = budget();
-    LARGEST.store(0, Ordering::Relaxed);
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| eprintln!("fuzz: panic: {}", format!("{info}").lines().next().unwrap_or(""))));
-    let t0 = Instant::now();
-    let (mut n, mut parsed, mut restored) = (0u64, 0u64, 0u64);
-    let mut failures = Vec::new();
-    while n < max_cases && t0.elapsed() < Duration::from_secs_f64(secs) {
-        let s = seed.wrapping_add(n);
-        CASE.store(s, Ordering::Relaxed);
-        let mut rng = Rng(s);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            let mut data = orig.clone();
-            mutate(&mut rng, &mut data, &fields);
-            if !rng.chance(4) {
-                fix_crc(&mut data);
-            }
-            let Ok(img) = Image::from_bytes(&data) else { return (false, false) };
-            // Decompress into a buffer of the claimed size only when it is sane (a restore
-            // maps it through wasmtime, limited to 4 GiB).
-            if (img.pages_total as usize) <= 4096 {
-                let mut mem = vec![0u8; img.pages_total as usize * PAGE];
-                let _ = img.decompress_into(&mut mem);
-            }
-            let (stdio, _out) = sink_stdio();
-            (true, Task::restore(&lm, &img, stdio, None).is_ok())
-        }));
-        match r {
-            Ok((p, ok)) => {
-                parsed += p as u64;
-                restored += ok as u64;
-            }
-            Err(e) => {
-                failures.push(format!("image_parse: FUZZ_SEED={s} FUZZ_CASES=1: {}", panic_message(&*e)));
-            }
+    let (mut parsed, mut restored) = (0u64, 0u64);
+    testkit::fuzz(|rng| {
+        let mut data = orig.clone();
+        mutate(rng, &mut data, &fields);
+        if !rng.chance(4) {
+            fix_crc(&mut data);
         }
-        n += 1;
-    }
-    std::panic::set_hook(prev);
-    println!(
-        "RELIABILITY fuzz image_parse cases={n} secs={:.1} failures={} max_alloc={} seed={seed} parsed={parsed} restored={restored}",
-        t0.elapsed().as_secs_f64(),
-        failures.len(),
-        LARGEST.load(Ordering::Relaxed)
-    );
-    assert!(failures.is_empty(), "{} of {n} cases panicked:\n{}", failures.len(), failures.join("\n"));
+        let Ok(img) = Image::from_bytes(&data) else { return };
+        parsed += 1;
+        // Decompress into a buffer of the claimed size only when it is sane (a restore
+        // maps it through wasmtime, limited to 4 GiB).
+        if (img.pages_total as usize) <= 4096 {
+            let mut mem = vec![0u8; img.pages_total as usize * PAGE];
+            let _ = img.decompress_into(&mut mem);
+        }
+        let (stdio, _out) = sink_stdio();
+        restored += Task::restore(&lm, &img, stdio, None).is_ok() as u64;
+    })
+    .report("image_parse", &format!(" parsed={parsed} restored={restored}"));
 }
 
 /// Re-encodes `img` with one extra fd in its WASI state.
@@ -506,52 +466,25 @@ fn net_frames() {
     for m in MSGS {
         serde_json::from_str::<Msg>(m).unwrap_or_else(|e| panic!("sample message {m} does not parse: {e}"));
     }
-    let (secs, max_cases, seed) = budget();
-    LARGEST.store(0, Ordering::Relaxed);
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| eprintln!("fuzz: panic: {}", format!("{info}").lines().next().unwrap_or(""))));
-    let t0 = Instant::now();
-    let mut n = 0u64;
     let mut st = FrameStats::default();
-    let mut failures = Vec::new();
-    while n < max_cases && t0.elapsed() < Duration::from_secs_f64(secs) {
-        let s = seed.wrapping_add(n);
-        CASE.store(s, Ordering::Relaxed);
-        let mut rng = Rng(s);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            let limit = if rng.chance(3) { PRE_AUTH_LIMIT } else { MAX_FRAME };
-            let bytes = if rng.chance(10) {
-                (0..rng.below(9000)).map(|_| rng.next() as u8).collect()
-            } else {
-                let (mut b, offs) = frame_stream(&mut rng);
-                mutate_frames(&mut rng, &mut b, &offs, limit);
-                b
-            };
-            // Pages also straight into the decoder, with hostile counts and any page size.
-            let mut pages = bytes.clone();
-            pages.truncate(rng.below(pages.len() + 1));
-            if pages.len() >= 4 && rng.chance(2) {
-                let v = rng.interesting32(pages.len());
-                pages[..4].copy_from_slice(&v.to_le_bytes());
-            }
-            let _ = decode_pages(&pages, [1, 4096, PAGE][rng.below(3)], [0, 1, MAX_FRAME / PAGE + 1][rng.below(3)]);
-            read_frames(&l, &bytes, limit, rng.chance(4), &mut st);
-        }));
-        if let Err(e) = r {
-            failures.push(format!("net_frames: FUZZ_SEED={s} FUZZ_CASES=1: {}", panic_message(&*e)));
+    let out = testkit::fuzz(|rng| {
+        let limit = if rng.chance(3) { PRE_AUTH_LIMIT } else { MAX_FRAME };
+        let bytes = if rng.chance(10) {
+            (0..rng.below(9000)).map(|_| rng.next() as u8).collect()
+        } else {
+            let (mut b, offs) = frame_stream(rng);
+            mutate_frames(rng, &mut b, &offs, limit);
+            b
+        };
+        // Pages also straight into the decoder, with hostile counts and any page size.
+        let mut pages = bytes.clone();
+        pages.truncate(rng.below(pages.len() + 1));
+        if pages.len() >= 4 && rng.chance(2) {
+            let v = rng.interesting32(pages.len());
+            pages[..4].copy_from_slice(&v.to_le_bytes());
         }
-        n += 1;
-    }
-    std::panic::set_hook(prev);
-    println!(
-        "RELIABILITY fuzz net_frames cases={n} secs={:.1} failures={} max_alloc={} seed={seed} frames={} msgs={} pages={} refused={}",
-        t0.elapsed().as_secs_f64(),
-        failures.len(),
-        LARGEST.load(Ordering::Relaxed),
-        st.frames,
-        st.msgs,
-        st.pages,
-        st.refused
-    );
-    assert!(failures.is_empty(), "{} of {n} cases panicked:\n{}", failures.len(), failures.join("\n"));
+        let _ = decode_pages(&pages, [1, 4096, PAGE][rng.below(3)], [0, 1, MAX_FRAME / PAGE + 1][rng.below(3)]);
+        read_frames(&l, &bytes, limit, rng.chance(4), &mut st);
+    });
+    out.report("net_frames", &format!(" frames={} msgs={} pages={} refused={}", st.frames, st.msgs, st.pages, st.refused));
 }

@@ -158,3 +158,89 @@ pub fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
 }
+
+/// What [`fuzz`] did.
+pub struct Outcome {
+    pub cases: u64,
+    pub secs: f64,
+    /// The first case's seed (case `i` used `seed + i`).
+    pub seed: u64,
+    /// One line per case that panicked, with the environment that reproduces it.
+    pub failures: Vec<String>,
+}
+
+/// Runs `case` on generated inputs within the budget from the environment:
+/// `FUZZ_SECS` (default 3) seconds, at most `FUZZ_CASES` cases, seeds from
+/// `FUZZ_SEED` (default: the clock), the allocation guard's limit from
+/// `FUZZ_ALLOC_LIMIT`. Each case gets its own seeded [`Rng`]; a panic is
+/// caught and recorded with its seed (the default hook prints one line).
+pub fn fuzz(mut case: impl FnMut(&mut Rng)) -> Outcome {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(l) = env("FUZZ_ALLOC_LIMIT") {
+        LIMIT.store(l as usize, Ordering::Relaxed);
+    }
+    let seed = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    let secs = env("FUZZ_SECS").unwrap_or(3.0);
+    let max_cases = env("FUZZ_CASES").map(|c| c as u64).unwrap_or(u64::MAX);
+    LARGEST.store(0, Ordering::Relaxed);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "fuzz: panic: {}",
+            format!("{info}").lines().next().unwrap_or("")
+        )
+    }));
+    let t0 = std::time::Instant::now();
+    let (mut n, mut failures) = (0u64, Vec::new());
+    while n < max_cases && t0.elapsed().as_secs_f64() < secs {
+        let s = seed.wrapping_add(n);
+        CASE.store(s, Ordering::Relaxed);
+        let mut rng = Rng(s);
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&mut rng))) {
+            failures.push(format!(
+                "FUZZ_SEED={s} FUZZ_CASES=1: {}",
+                panic_message(&*e)
+            ));
+        }
+        n += 1;
+    }
+    std::panic::set_hook(prev);
+    CASE.store(u64::MAX, Ordering::Relaxed);
+    Outcome {
+        cases: n,
+        secs: t0.elapsed().as_secs_f64(),
+        seed,
+        failures,
+    }
+}
+
+impl Outcome {
+    /// Prints `RELIABILITY fuzz <target> cases=N secs=S failures=F max_alloc=B
+    /// seed=X<extra>` (read by scripts/reliability.sh) and fails the test if
+    /// any case panicked.
+    pub fn report(&self, target: &str, extra: &str) {
+        println!(
+            "RELIABILITY fuzz {target} cases={} secs={:.1} failures={} max_alloc={} seed={}{extra}",
+            self.cases,
+            self.secs,
+            self.failures.len(),
+            LARGEST.load(Ordering::Relaxed),
+            self.seed
+        );
+        assert!(
+            self.failures.is_empty(),
+            "{target}: {} of {} cases panicked:\n{}",
+            self.failures.len(),
+            self.cases,
+            self.failures.join("\n")
+        );
+    }
+}

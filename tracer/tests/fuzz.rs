@@ -25,14 +25,10 @@
 //! An allocation larger than `FUZZ_ALLOC_LIMIT` bytes (default 512 MiB) is refused by the
 //! test's global allocator: the process aborts with the target and case to reproduce.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use testkit::{Guard, Rng, CASE, LARGEST, LIMIT};
+use testkit::{Guard, Rng};
 use tracer::elf::ElfInfo;
 
 // Allocation guard and generator: testkit (shared with migrator's fuzz tests).
@@ -130,63 +126,9 @@ fn elf_fields(data: &[u8]) -> Vec<(usize, usize)> {
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-struct Budget {
-    secs: f64,
-    cases: u64,
-    seed: u64,
-}
-
-fn budget() -> Budget {
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
-    if let Some(l) = env("FUZZ_ALLOC_LIMIT") {
-        LIMIT.store(l as usize, Ordering::Relaxed);
-    }
-    let seed = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
-    Budget { secs: env("FUZZ_SECS").unwrap_or(3.0), cases: env("FUZZ_CASES").map(|c| c as u64).unwrap_or(u64::MAX), seed }
-}
-
-/// Panics are caught, counted and reported together; the default hook's message is kept
-/// short (one line per panic) so a failing run stays readable.
-static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn run(target: &str, mut case: impl FnMut(&mut Rng)) {
-    let b = budget();
-    LARGEST.store(0, Ordering::Relaxed);
-    let t0 = Instant::now();
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| {
-        let msg = format!("{info}");
-        eprintln!("fuzz: panic: {}", msg.lines().next().unwrap_or(""));
-    }));
-    let mut n = 0u64;
-    let mut failures = Vec::new();
-    while n < b.cases && t0.elapsed() < Duration::from_secs_f64(b.secs) {
-        let seed = b.seed.wrapping_add(n);
-        CASE.store(seed, Ordering::Relaxed);
-        let mut rng = Rng(seed);
-        if let Err(e) = catch_unwind(AssertUnwindSafe(|| case(&mut rng))) {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("{target}: FUZZ_SEED={} FUZZ_CASES=1: {msg}", seed));
-        }
-        n += 1;
-    }
-    std::panic::set_hook(prev);
-    CASE.store(u64::MAX, Ordering::Relaxed);
-    println!(
-        "RELIABILITY fuzz {target} cases={n} secs={:.1} failures={} max_alloc={} seed={}",
-        t0.elapsed().as_secs_f64(),
-        failures.len(),
-        LARGEST.load(Ordering::Relaxed),
-        b.seed
-    );
-    PANICS.lock().unwrap_or_else(|e| e.into_inner()).extend(failures.iter().cloned());
-    assert!(failures.is_empty(), "{} of {n} cases panicked:\n{}", failures.len(), failures.join("\n"));
+/// One target: generated cases within the `FUZZ_*` budget (testkit), then its RELIABILITY line.
+fn run(target: &str, case: impl FnMut(&mut Rng)) {
+    testkit::fuzz(case).report(target, "");
 }
 
 fn root() -> PathBuf {
