@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. scripts/lib/two-hosts.sh
 [ "$(id -u)" -eq 0 ] || { echo "bench-migration: run as root (network namespaces)" >&2; exit 2; }
 REPS=${REPS:-3}
 ENGINE_B=${ENGINE_B:-pulley}
@@ -21,19 +22,11 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
+  two_hosts_down "$NS_A" "$NS_B"
   rm -rf "$W"
 }
 trap cleanup EXIT
-ip netns del "$NS_A" 2>/dev/null || true
-ip netns del "$NS_B" 2>/dev/null || true
-ip netns add "$NS_A"; ip netns add "$NS_B"
-ip link add mig-bench-va type veth peer name mig-bench-vb
-ip link set mig-bench-va netns "$NS_A"; ip link set mig-bench-vb netns "$NS_B"
-ip -n "$NS_A" addr add 10.77.1.1/24 dev mig-bench-va; ip -n "$NS_B" addr add "$IP_B/24" dev mig-bench-vb
-for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_A" link set mig-bench-va up; ip -n "$NS_B" link set mig-bench-vb up
+two_hosts_up "$NS_A" 10.77.1.1 "$NS_B" "$IP_B" mig-bench-v
 
 head -c 32 /dev/urandom | base64 > "$W/key"
 export MIGRATION_TOKEN_FILE=$W/key MIGRATOR_CACHE_DIR=${MIGRATOR_CACHE_DIR:-$ROOT/target/tmp/migrator-cache}

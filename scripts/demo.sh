@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. scripts/lib/two-hosts.sh
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (network namespaces, eBPF)" >&2; exit 2; }
 
 ROUNDS=${DEMO_ROUNDS:-400000}
@@ -37,26 +38,14 @@ cleanup() {
   local rc=$?
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
+  two_hosts_down "$NS_A" "$NS_B"
   if [ "$rc" -ne 0 ]; then echo "[demo] FAILED (exit $rc); logs kept in $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- two hosts ---
-ip netns del "$NS_A" 2>/dev/null || true
-ip netns del "$NS_B" 2>/dev/null || true
-ip netns add "$NS_A"
-ip netns add "$NS_B"
-ip link add mig-demo-va type veth peer name mig-demo-vb
-ip link set mig-demo-va netns "$NS_A"
-ip link set mig-demo-vb netns "$NS_B"
-ip -n "$NS_A" addr add "$IP_A/24" dev mig-demo-va
-ip -n "$NS_B" addr add "$IP_B/24" dev mig-demo-vb
-for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_A" link set mig-demo-va up
-ip -n "$NS_B" link set mig-demo-vb up
+two_hosts_up "$NS_A" "$IP_A" "$NS_B" "$IP_B" mig-demo-v
 echo "[demo] hosts: A=$NS_A ($IP_A), B=$NS_B ($IP_B), veth pair"
 
 # Shared key, separate runtime dirs (both namespaces see the same filesystem).

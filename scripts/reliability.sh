@@ -18,6 +18,7 @@
 # Logs: target/reliability/*.log. Exit 1 if any check failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/two-hosts.sh
 quick=${RELIABILITY_QUICK:-0}
 [ "${1:-}" = "--quick" ] && quick=1
 if [ "$quick" = 1 ]; then
@@ -40,11 +41,11 @@ chmod 755 "$work"
 spin_pid= serve_pid= hop_pids=() hop_ns=()
 cleanup() {
   [ -n "$spin_pid" ] && kill "$spin_pid" 2>/dev/null; [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null
-  # ($! of a backgrounded function is its subshell, not the daemon: kill what runs in the namespaces.)
-  for n in "${hop_ns[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null; done
+  # ($! of a backgrounded function is its subshell, not the daemon: two_hosts_down stops what
+  # runs in the namespaces.)
+  [ "${#hop_ns[@]}" -gt 0 ] && two_hosts_down "${hop_ns[@]}"
   for p in "${hop_pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${hop_pids[@]}"; do wait "$p" 2>/dev/null; done
-  for n in "${hop_ns[@]}"; do ip netns del "$n" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -130,12 +131,7 @@ hops_section() {
   local ns=(mig-rel-a mig-rel-b) ip=(10.77.9.1 10.77.9.2) dir=("$work/hop-a" "$work/hop-b") port=9876
   local M=$PWD/target/debug/migrator name=hop t0=$SECONDS
   hop_ns=("${ns[@]}")
-  for n in "${ns[@]}"; do ip netns del "$n" 2>/dev/null; ip netns add "$n" && ip -n "$n" link set lo up; done
-  ip link del mig-rel-va 2>/dev/null
-  ip link add mig-rel-va type veth peer name mig-rel-vb
-  ip link set mig-rel-va netns "${ns[0]}"; ip link set mig-rel-vb netns "${ns[1]}"
-  ip -n "${ns[0]}" addr add "${ip[0]}/24" dev mig-rel-va; ip -n "${ns[1]}" addr add "${ip[1]}/24" dev mig-rel-vb
-  ip -n "${ns[0]}" link set mig-rel-va up; ip -n "${ns[1]}" link set mig-rel-vb up
+  two_hosts_up "${ns[0]}" "${ip[0]}" "${ns[1]}" "${ip[1]}" mig-rel-v
   head -c 32 /dev/urandom | base64 >"$work/hopkey"
   H() { local h=$1; shift; ip netns exec "${ns[$h]}" env MIGRATOR_RUNTIME_DIR="${dir[$h]}" MIGRATION_TOKEN_FILE="$work/hopkey" \
     MIGRATOR_CACHE_DIR="$PWD/target/tmp/migrator-cache" "$M" "$@"; }
@@ -206,8 +202,8 @@ hops_section() {
     sleep 0.4
   done
   segment "$holder"
-  # Done with both hosts: stop their daemons now rather than at exit.
-  for n in "${ns[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null; done
+  # Done with both hosts: stop their daemons and remove them now rather than at exit.
+  two_hosts_down "${ns[@]}"
   local dup missing
   dup=$(sort "$work/hop.out" | uniq -d | wc -l)
   missing=$(comm -23 <(sort "$work/hop.ref") <(sort "$work/hop.out") | wc -l)
