@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use testkit::Rng;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -38,6 +39,15 @@ fn checksum_bin() -> PathBuf {
 
 const ROUNDS: &str = "5000";
 const THREADS: &str = "4";
+
+/// What the checksum fixture prints when nobody traces it.
+fn untraced_checksum(bin: &Path) -> String {
+    let out = Command::new(bin).args([ROUNDS, THREADS]).output().unwrap();
+    assert!(out.status.success());
+    let reference = String::from_utf8(out.stdout).unwrap().replace("ready\n", "");
+    assert!(reference.starts_with("checksum "), "{reference}");
+    reference
+}
 
 /// A running process, killed on drop; started and waited for until it prints "ready".
 struct Target {
@@ -109,18 +119,12 @@ fn feature_names(fs: &tracer::report::FeatureSet) -> Vec<String> {
     v
 }
 
-use testkit::Rng;
 
 #[test]
 fn attach_analyze_detach_cycles() {
     let cycles = env_u64("SOAK_CYCLES", 50);
     let bin = checksum_bin();
-    let reference = {
-        let out = Command::new(&bin).args([ROUNDS, THREADS]).output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().replace("ready\n", "")
-    };
-    assert!(reference.starts_with("checksum "), "{reference}");
+    let reference = untraced_checksum(&bin);
     let checksum = || Target::start(Command::new(&bin).args([ROUNDS, THREADS]));
     let mut ck = checksum();
     let spin = Target::start(&mut Command::new(root().join("fixtures/build/isa/threads8")));
@@ -195,10 +199,7 @@ fn attach_analyze_detach_cycles() {
 fn tracer_sigkilled_at_random_moments() {
     let kills = env_u64("SOAK_KILLS", 50);
     let bin = checksum_bin();
-    let reference = {
-        let out = Command::new(&bin).args([ROUNDS, THREADS]).output().unwrap();
-        String::from_utf8(out.stdout).unwrap().replace("ready\n", "")
-    };
+    let reference = untraced_checksum(&bin);
     let mut ck = Target::start(Command::new(&bin).args([ROUNDS, THREADS]));
     let spin = Target::start(&mut Command::new(root().join("fixtures/build/isa/threads8")));
     let tracer_cmd = |pid: i32| {
