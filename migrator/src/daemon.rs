@@ -235,14 +235,7 @@ impl Daemon {
         match control::parse_request(line) {
             Ok(Request::Migrate { task, to, live, code, max_rounds, timeout_s, verify }) => {
                 let Some(h) = self.hooks_of(&task) else { return Response::err(format!("no task named {task} under this daemon")) };
-                if h.info.lock().unwrap_or_else(|e| e.into_inner()).state != "running" {
-                    return Response::err(format!("task {task} is not running"));
-                }
-                let opts = MigrateOptions { live, code, max_rounds, timeout_s, verify };
-                match migrate::migrate_task(&h, &to, &opts) {
-                    Ok(rep) => Response { ok: true, migration: serde_json::to_value(rep).ok(), ..Default::default() },
-                    Err(e) => Response::err(e.to_string()),
-                }
+                migrate::answer_request(&h, &to, &MigrateOptions { live, code, max_rounds, timeout_s, verify })
             }
             Err(resp) => resp,
             Ok(Request::Ps) => {

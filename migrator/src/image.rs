@@ -96,10 +96,16 @@ pub struct Chunk {
     pub data: Bytes,
 }
 
+/// Threads for memory-bandwidth-bound work (compressing, copying, hashing):
+/// one per core, at most 8.
+pub(crate) fn workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
+}
+
 /// CRC-32 of `buf`, large buffers in parallel slices combined.
 fn crc32_parallel(buf: &[u8]) -> u32 {
     const SLICE: usize = 8 << 20;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let threads = workers();
     if buf.len() < 2 * SLICE || threads == 1 {
         return crc32fast::hash(buf);
     }
@@ -353,7 +359,7 @@ impl Image {
     pub fn compress_memory(mem: &[u8], skip: std::ops::Range<usize>, level: i32) -> Result<(u32, Vec<Chunk>), ImageError> {
         let pages_total = mem.len() / PAGE;
         let n_chunks = pages_total.div_ceil(CHUNK_PAGES);
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let threads = workers();
         let mut out: Vec<Option<Result<Chunk, ImageError>>> = (0..n_chunks).map(|_| None).collect();
         let per = n_chunks.div_ceil(threads).max(1);
         std::thread::scope(|s| {
@@ -392,7 +398,7 @@ impl Image {
             return Err(ImageError::Corrupt("write_with_memory: the image must be a state-only capture of this memory".into()));
         }
         let n_chunks = pages_total.div_ceil(CHUNK_PAGES);
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let threads = workers();
         let mut w = CrcWriter { inner: w, crc: crc32fast::Hasher::new(), written: 0 };
         self.write_head(&mut w, n_chunks)?;
         let mut stored = 0;
@@ -435,7 +441,7 @@ impl Image {
         if mem.len() < self.pages_total as usize * PAGE {
             return Err(ImageError::Corrupt("memory smaller than image".into()));
         }
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let threads = workers();
         let per = self.chunks.len().div_ceil(threads).max(1);
         let mut regions: Vec<&mut [u8]> = mem[..self.pages_total as usize * PAGE].chunks_mut(CHUNK_PAGES * PAGE).collect();
         let results: Vec<Result<(), ImageError>> = std::thread::scope(|s| {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::control::TaskInfo;
+use crate::control::{Response, TaskInfo};
 use crate::engine::{self, EngineKind, LoadedModule, TASK_THREAD_STACK};
 use crate::image::{Image, PAGE};
 use crate::net::frame::{DataWriter, Framed, FrameError, KIND_DATA, KIND_MSG, MAX_FRAME, PRE_AUTH_LIMIT};
@@ -404,6 +404,22 @@ impl Drop for ResumeGuard<'_> {
         if self.armed {
             self.hooks.resume();
         }
+    }
+}
+
+/// Answers a control socket's `migrate` request (daemon or foreground task)
+/// for the task behind `hooks`: it must be running; the report or the error.
+pub fn answer_request(hooks: &Arc<Hooks>, dests: &[String], opts: &MigrateOptions) -> Response {
+    let (name, state) = {
+        let i = hooks.info.lock().unwrap_or_else(|e| e.into_inner());
+        (i.name.clone(), i.state.clone())
+    };
+    if state != "running" {
+        return Response::err(format!("task {name} is not running"));
+    }
+    match migrate_task(hooks, dests, opts) {
+        Ok(rep) => Response { ok: true, migration: serde_json::to_value(rep).ok(), ..Default::default() },
+        Err(e) => Response::err(e.to_string()),
     }
 }
 
@@ -827,7 +843,7 @@ fn diff_pages(mem: &[u8], shadow: &mut Vec<u8>, only: Option<&[u32]>) -> Vec<u32
     }
     // Memory bandwidth bound: one slice per core.
     let pages = mem.len() / PAGE;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let threads = crate::image::workers();
     let per = pages.div_ceil(threads).max(1);
     std::thread::scope(|sc| {
         let hs: Vec<_> = mem[..pages * PAGE]

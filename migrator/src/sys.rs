@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+/// The kernel's page size on x86-64.
+const OS_PAGE: usize = 4096;
+
 /// Loads compiled code from our own cache directory.
 pub fn deserialize_cached(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<wasmtime::Module> {
     // SAFETY: `Module::deserialize_file` trusts the file to be code that
@@ -35,9 +38,8 @@ pub fn advise_hugepages(buf: &mut [u8]) {
 /// and `advice` must not change what Rust code can observe of its contents
 /// (e.g. MADV_HUGEPAGE, MADV_POPULATE_WRITE).
 unsafe fn advise_whole_pages(start: usize, len: usize, advice: libc::c_int) {
-    const PAGE: usize = 4096;
-    let aligned = start.next_multiple_of(PAGE);
-    let end = (start + len) / PAGE * PAGE;
+    let aligned = start.next_multiple_of(OS_PAGE);
+    let end = (start + len) / OS_PAGE * OS_PAGE;
     if end > aligned {
         // SAFETY: [aligned, end) lies inside the caller's range (see # Safety).
         unsafe {
@@ -121,7 +123,6 @@ pub struct PageBuf {
 unsafe impl Send for PageBuf {}
 unsafe impl Sync for PageBuf {}
 
-const OS_PAGE: usize = 4096;
 
 impl PageBuf {
     /// `len` bytes (rounded up to whole pages), faulted in now rather than

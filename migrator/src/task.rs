@@ -633,8 +633,6 @@ pub fn zstd_level() -> i32 {
     std::env::var("MIGRATOR_ZSTD_LEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
-/// Writes an image to `path` atomically (temporary file, fsync, rename), so
-/// a crash never leaves a half image under the final name.
 /// What [`Task::capture_to_file`] wrote.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageFileInfo {
@@ -643,6 +641,9 @@ pub struct ImageFileInfo {
     pub stored_pages: usize,
 }
 
+/// Writes an image to `path` atomically (temporary file, fsync if
+/// `MIGRATOR_FSYNC=1`, rename), so a crash never leaves a half image under
+/// the final name.
 pub fn write_image_file(path: &std::path::Path, image: &Image) -> Result<u64, ImageError> {
     write_file_with(path, |w| image.write_to(w))
 }
@@ -698,7 +699,7 @@ pub fn read_image_file(path: &std::path::Path) -> Result<Image, ImageError> {
     // Large images: fresh pages (not zeroed by us) filled by one positioned
     // read per core, so faulting them in and copying run in parallel.
     let mut buf = crate::sys::PageBuf::unpopulated(len)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let threads = crate::image::workers();
     let per = len.div_ceil(threads).next_multiple_of(4096);
     std::thread::scope(|s| -> std::io::Result<()> {
         let hs: Vec<_> = buf.as_mut_slice()[..len]

@@ -58,13 +58,7 @@ pub fn run(task: Task, info: TaskInfo, lm: LoadedModule) -> Result<ExitCode> {
                     }
                 }
                 Ok(Request::Migrate { task, to, live, code, max_rounds, timeout_s, verify }) if task == name => {
-                    if info.lock().unwrap_or_else(|e| e.into_inner()).state != "running" {
-                        return Response::err(format!("task {name} is not running"));
-                    }
-                    match migrate::migrate_task(&hooks, &to, &MigrateOptions { live, code, max_rounds, timeout_s, verify }) {
-                        Ok(rep) => Response { ok: true, migration: serde_json::to_value(rep).ok(), ..Default::default() },
-                        Err(e) => Response::err(e.to_string()),
-                    }
+                    migrate::answer_request(&hooks, &to, &MigrateOptions { live, code, max_rounds, timeout_s, verify })
                 }
                 Ok(Request::Kill { task }) if task == name => {
                     handle.kill();
