@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/eval-aws}
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)
 cargo build -q -p tracer --bins || exit 2
 T=target/debug/tracer
 [ -x fixtures/build/isa/dispatch ] || scripts/build-fixtures.sh || exit 2
@@ -70,7 +70,7 @@ for bind in 0 1; do
   run "python3-debian$sfx" $bind /usr/bin/python3 -c "$loop"
   py=$(command -v python3)
   [ "$(readlink -f "$py")" != "$(readlink -f /usr/bin/python3)" ] && run "python3-path$sfx" $bind "$py" -c "$loop"
-  sock="$(pwd)/$out/redis$sfx.sock"
+  sock="$out/redis$sfx.sock"
   env $([ $bind = 1 ] && echo LD_BIND_NOW=1) redis-server --port 0 --unixsocket "$sock" --save '' --appendonly no > "$out/redis$sfx.stdout" 2>&1 &
   rp=$!; pids+=("$rp")
   for _ in $(seq 50); do redis-cli -s "$sock" ping > /dev/null 2>&1 && break; sleep 0.1; done
@@ -99,46 +99,30 @@ echo "tracer eval --catalog aws --source host.json (this host as the only source
 "$T" eval --catalog aws --source "$out/host.json" --workload "${sets[@]}" | tee "$out/eval-this-host.txt"
 
 # Per-source binding (a separate table; the tables above use one trace for every source).
-# A process started on source S binds glibc's IFUNCs to S's CPU. For every dispatch
-# signature of the catalog's types with this host's vendor (which glibc dispatch features
-# they have), python3 is traced with the features this host has and they lack hidden from
-# glibc (glibc.cpu.hwcaps; hiding RTM also drops the Prefer_No_VZEROUPPER glibc derives from
-# CPUID, hiding AVX drops AVX_Fast_Unaligned_Load). `tracer eval --bound` refuses a trace
-# that still uses a hidden feature and leaves out sources no trace stands for.
+# A process started on source S binds glibc's IFUNCs to S's CPU. scripts/bind-plan.py gives,
+# for every dispatch signature of the catalog (vendor and which glibc dispatch features),
+# the glibc.cpu.hwcaps tunables that make glibc on this host bind as on S (features S lacks
+# hidden, every preferred bit the selectors read set to glibc's value for S's vendor and
+# features, checked with `ld.so --list-diagnostics`). Each glibc-bound workload is traced
+# once per signature; `tracer eval --bound` refuses a trace that still uses a hidden
+# feature and leaves out sources no trace stands for.
 echo
-echo "tracer eval --catalog aws --bound ... (per-source binding, python3, glibc dispatch):"
-python3 - tracer/data/aws-catalog.json "$out/host.json" > "$out/bind-sets" << 'PY'
-import json, sys
-cat, host = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-hf = {f["name"] for f in host["features"]}
-vendor = "intel" if "Intel" in host["subject"].get("vendor", "") else "amd"
-# tracer name -> glibc.cpu.hwcaps names that hide it (policy.rs DISPATCH_GLIBC)
-glibc = {"pni": "SSE3", "ssse3": "SSSE3", "sse4_1": "SSE4_1", "sse4_2": "SSE4_2", "popcnt": "POPCNT",
-         "avx": "AVX,-AVX_Fast_Unaligned_Load", "avx2": "AVX2", "fma": "FMA", "fma4": "FMA4", "bmi1": "BMI1",
-         "bmi2": "BMI2", "abm": "LZCNT", "movbe": "MOVBE", "rtm": "RTM,-Prefer_No_VZEROUPPER",
-         "avx512f": "AVX512F", "avx512vl": "AVX512VL", "avx512bw": "AVX512BW", "avx512dq": "AVX512DQ",
-         "avx512cd": "AVX512CD", "xsave": "XSAVE", "xsavec": "XSAVEC"}
-seen = set()
-for i in cat["instances"]:
-    if i["vendor"] != vendor:
-        continue
-    hidden = tuple(f for f in glibc if f in hf and f not in i["features"])
-    if hidden not in seen:
-        seen.add(hidden)
-        print(",".join(hidden) or "-", "glibc.cpu.hwcaps=" + ",".join("-" + glibc[f] for f in hidden) if hidden else "-")
-PY
-bound=()
-n=0
-while read -r hidden tunable; do
-  n=$((n + 1))
-  if [ "$tunable" = - ]; then
-    run "python3-bound-$n" 1 /usr/bin/python3 -c "$loop" < /dev/null
-    bound+=("$out/python3-bound-$n.json")
-  else
-    run "python3-bound-$n" 1 env GLIBC_TUNABLES="$tunable" /usr/bin/python3 -c "$loop" < /dev/null
-    bound+=("$out/python3-bound-$n.json@$hidden")
-  fi
-  echo "    (hidden: $hidden)"
-done < "$out/bind-sets"
-"$T" eval --catalog aws --traced-on "$out/host.json" --dispatch glibc --bound "${bound[@]}" | tee "$out/eval-per-source.txt"
-"$T" eval --catalog aws --groups --traced-on "$out/host.json" --dispatch glibc --bound "${bound[@]}" | tee "$out/eval-per-source-groups.txt"
+echo "tracer eval --catalog aws --bound ... (per-source binding, glibc dispatch):"
+python3 scripts/bind-plan.py tracer/data/aws-catalog.json "$out/host.json" > "$out/bind-plan" || exit 1
+per_source() { # name cmd...
+  local name=$1 n=0 vendor hidden tunables
+  shift
+  local bound=()
+  while read -r vendor hidden tunables; do
+    n=$((n + 1))
+    run "$name-bound-$n" 1 env GLIBC_TUNABLES="$tunables" "$@" < /dev/null
+    echo "    ($vendor, hidden: $hidden)"
+    [ -f "$out/$name-bound-$n.json" ] && bound+=("$out/$name-bound-$n.json@${hidden/#-/}@$vendor")
+  done < "$out/bind-plan"
+  "$T" eval --catalog aws --traced-on "$out/host.json" --dispatch glibc --bound "${bound[@]}" | tee "$out/eval-per-source-$name.txt"
+  "$T" eval --catalog aws --groups --traced-on "$out/host.json" --dispatch glibc --bound "${bound[@]}" | tee "$out/eval-per-source-groups-$name.txt"
+  "$T" eval --catalog aws --json --traced-on "$out/host.json" --dispatch glibc --bound "${bound[@]}" > "$out/eval-per-source-$name.json"
+}
+per_source python3 /usr/bin/python3 -c "$loop"
+per_source strings fixtures/build/isa/strings
+per_source threads8 fixtures/build/isa/threads8

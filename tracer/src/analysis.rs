@@ -229,6 +229,9 @@ struct Walker<'a, M: Memory> {
     decided: BTreeMap<u64, (u64, u64)>,
     /// Addresses taken by `lea`, `mov reg,imm`, `push imm`: code, or data kept in `.text`.
     address_taken: HashSet<u64>,
+    /// What direct callees return when run on frozen data alone (memoised
+    /// [`crate::guards::run_resolver`]): `None` when it depends on anything else.
+    returns: HashMap<u64, Option<u64>>,
     info: iced_x86::InstructionInfoFactory,
 }
 
@@ -314,6 +317,7 @@ pub fn path_track<M: Memory>(
         unresolved_symbols: HashSet::new(),
         gated: Vec::new(),
         decided: BTreeMap::new(),
+        returns: HashMap::new(),
         address_taken: HashSet::new(),
         info: iced_x86::InstructionInfoFactory::new(),
     };
@@ -714,7 +718,18 @@ impl<M: Memory> Walker<'_, M> {
                 FlowControl::Call => {
                     consts.clear();
                     if is_near(insn) {
-                        self.push(insn.near_branch_target());
+                        let target = insn.near_branch_target();
+                        self.push(target);
+                        if guards {
+                            // A callee whose result depends on frozen data alone (OpenSSL's
+                            // `ossl_rsaz_avx512ifma_eligible`: load the cap word, and, cmp,
+                            // cmove, ret) returns the same value on every call: the caller's
+                            // `test eax,eax; je` is decided like an inline guard.
+                            let (image, mem) = (self.image, self.mem);
+                            if let Some(v) = *self.returns.entry(target).or_insert_with(|| crate::guards::run_resolver(image, mem, target)) {
+                                consts.returned(v);
+                            }
+                        }
                         if self.call_does_not_return(r, insn.next_ip()) {
                             return;
                         }

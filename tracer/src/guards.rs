@@ -10,8 +10,10 @@
 //! choice stays right on the destination.
 //!
 //! Soundness: registers are tracked only through `mov`, `lea`, `cmp`, `test`, `bt`, NOPs and
-//! conditional branches; any other instruction forgets everything. A branch is decided only
-//! when every input of its flags is known.
+//! conditional branches; any other instruction forgets everything. A direct call forgets
+//! everything too, except the returned `rax` of a callee that [`run_resolver`] evaluates on
+//! frozen data alone (so the same value on every call). A branch is decided only when
+//! every input of its flags is known.
 
 use crate::image::Memory;
 use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind, Register};
@@ -199,6 +201,13 @@ fn mask(bits: u32) -> u64 {
 impl Consts {
     pub fn clear(&mut self) {
         *self = Consts::default();
+    }
+
+    /// The state after a call that returned `rax`: every other register and the flags
+    /// unknown.
+    pub fn returned(&mut self, rax: u64) {
+        self.clear();
+        self.regs[0] = Some(rax);
     }
 
     fn reg(&self, r: Register) -> Option<u64> {

@@ -254,10 +254,12 @@ pub fn eval(w: &Workload, sources: &[Platform], dests: &[Platform]) -> EvalRow {
 }
 
 /// Features glibc 2.36's x86-64 CPU dispatch reads (IFUNC selectors of libc and libm,
-/// ld.so's lazy-binding trampolines).
+/// ld.so's lazy-binding trampolines). `avx_vnni` is never used, but on Intel its absence
+/// sets the Prefer_No_AVX512 preference (sysdeps/x86/cpu-features.c), which picks the EVEX
+/// string functions over the AVX-512 (ZMM) ones.
 pub const DISPATCH_GLIBC: &[&str] = &[
     "pni", "ssse3", "sse4_1", "sse4_2", "popcnt", "avx", "avx2", "fma", "fma4", "bmi1", "bmi2", "abm", "movbe", "rtm",
-    "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd", "xsave", "xsavec",
+    "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd", "xsave", "xsavec", "avx_vnni",
 ];
 
 /// Bits of OpenSSL 3.0's capability vector (`OPENSSL_ia32cap_P`) its x86-64 code tests,
@@ -273,6 +275,9 @@ pub const DISPATCH_CRYPTO: &[&str] = &[
 pub struct Bound {
     pub workload: Workload,
     pub hidden: Vec<&'static Feature>,
+    /// The vendor the dispatch was made to see (glibc's per-vendor preferences, set with
+    /// tunables); `None`: the tracing host's.
+    pub vendor: Option<crate::catalog::Vendor>,
 }
 
 /// Which sources a per-source evaluation covered.
@@ -312,10 +317,11 @@ pub fn eval_per_source(bound: &[Bound], traced_on: &Platform, dispatch: &[&'stat
             b.workload.required.iter().filter(|r| b.hidden.iter().any(|h| std::ptr::eq(*h, r.feature))).map(|r| r.feature.name).collect();
         if !used.is_empty() {
             let hidden: Vec<&str> = b.hidden.iter().map(|f| f.name).collect();
-            refused.push(format!("trace bound without {} refused: it uses {}", hidden.join(","), used.join(",")));
+            let vendor = b.vendor.map(|v| format!(" as {v:?}").to_lowercase()).unwrap_or_default();
+            refused.push(format!("trace bound{vendor} without {} refused: it uses {}", hidden.join(","), used.join(",")));
             continue;
         }
-        let sig = signature(traced_on.vendor, |f| traced_on.features.has(f) && !b.hidden.iter().any(|h| std::ptr::eq(*h, f)), dispatch);
+        let sig = signature(b.vendor.unwrap_or(traced_on.vendor), |f| traced_on.features.has(f) && !b.hidden.iter().any(|h| std::ptr::eq(*h, f)), dispatch);
         if by_sig.iter().any(|(s, _)| *s == sig) {
             return Err(format!("{}: two traces bound for the same signature", b.workload.name));
         }

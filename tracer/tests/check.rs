@@ -351,7 +351,7 @@ mod policies {
     const AVX512: &[&str] = &["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd"];
 
     fn bound(name: &str, hidden: &[&str]) -> policy::Bound {
-        policy::Bound { workload: workload(name), hidden: hidden.iter().map(|h| features::by_name(h).unwrap()).collect() }
+        policy::Bound { workload: workload(name), hidden: hidden.iter().map(|h| features::by_name(h).unwrap()).collect(), vendor: None }
     }
 
     #[test]
@@ -378,6 +378,26 @@ mod policies {
         // One AVX-512 trace for every source: the AVX2 sources could not run it at all.
         let single = policy::eval(&workload("python3-avx512.json"), &all, &all);
         assert_eq!((single.sources, single.policies[0].accepted), (1, 0));
+    }
+
+    #[test]
+    fn a_trace_bound_as_another_vendor_stands_for_that_vendors_sources() {
+        let glibc: Vec<_> = policy::DISPATCH_GLIBC.iter().map(|n| features::by_name(n).unwrap()).collect();
+        let host = platform("host", Vendor::Intel, &[AVX2, AVX512].concat());
+        let all = [platform("hsw", Vendor::Intel, AVX2), platform("zen", Vendor::Amd, AVX2), platform("zen2", Vendor::Amd, AVX2)];
+        let mut as_amd = bound("python3-avx2.json", AVX512);
+        as_amd.vendor = Some(Vendor::Amd);
+        let row = policy::eval_per_source(&[bound("python3-avx2.json", AVX512), as_amd], &host, &glibc, &all, &all).unwrap();
+        let cover = row.per_source.as_ref().unwrap();
+        assert_eq!((cover.traces, cover.covered, cover.uncovered), (2, 3, 0));
+        assert_eq!((row.sources, row.pairs, row.policies[0].accepted), (3, 6, 6));
+        // Only the AMD-bound trace: the Intel source is left out, not given the AMD binding.
+        let mut as_amd = bound("python3-avx2.json", AVX512);
+        as_amd.vendor = Some(Vendor::Amd);
+        let row = policy::eval_per_source(&[as_amd], &host, &glibc, &all, &all).unwrap();
+        let cover = row.per_source.unwrap();
+        assert_eq!((cover.covered, cover.uncovered), (2, 1));
+        assert_eq!(cover.missing, vec![("intel without avx512f,avx512vl,avx512bw,avx512dq,avx512cd".to_string(), 1)]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `tracer eval --workload W.json [--workload W2.json ...] [--catalog aws|FILE] [--source S.json ...] [--json]`
-//! `tracer eval --bound W.json --bound W-avx2.json@avx512f,avx512vl,rtm --traced-on host.json`
+//! `tracer eval --bound W.json --bound W-avx2.json@avx512f,avx512vl,rtm --bound W-zen3.json@rtm,avx512f@amd --traced-on host.json`
 //! (per-source binding: one extra row per executable)
 
 use crate::catalog::Catalog;
@@ -20,9 +20,11 @@ pub struct EvalCommand {
     pub workload: Vec<PathBuf>,
     /// Per-source binding: a trace of the workload taken on the `--traced-on` host with the
     /// listed features hidden from its CPU dispatch (glibc tunables, OPENSSL_ia32cap); it
-    /// stands for the sources whose dispatch features are the host's minus those. One
-    /// extra row per executable; sources no trace stands for are not counted.
-    #[arg(long, value_name = "W.json[@FEATURE,...]", num_args = 1.., requires = "traced_on")]
+    /// stands for the sources whose dispatch features are the host's minus those. A final
+    /// `@amd` or `@intel`: the trace was bound with that vendor's glibc preferences (see
+    /// docs/tracer-check.md), so it stands for that vendor's sources. One extra row per
+    /// executable; sources no trace stands for are not counted.
+    #[arg(long, value_name = "W.json[@FEATURE,...][@amd|@intel]", num_args = 1.., requires = "traced_on")]
     pub bound: Vec<String>,
     /// The host the `--bound` traces were taken on (`tracer host --json`).
     #[arg(long, value_name = "HOST.json")]
@@ -113,9 +115,14 @@ impl EvalCommand {
         }
         let mut groups: Vec<Vec<policy::Bound>> = Vec::new();
         for arg in &self.bound {
-            let (path, hidden) = match arg.rsplit_once('@') {
+            let (rest, vendor) = match arg.rsplit_once('@') {
+                Some((p, "intel")) => (p, Some(crate::catalog::Vendor::Intel)),
+                Some((p, "amd")) => (p, Some(crate::catalog::Vendor::Amd)),
+                _ => (arg.as_str(), None),
+            };
+            let (path, hidden) = match rest.rsplit_once('@') {
                 Some((p, h)) => (p, h.split(',').filter(|h| !h.is_empty()).collect::<Vec<_>>()),
-                None => (arg.as_str(), Vec::new()),
+                None => (rest, Vec::new()),
             };
             let workload = Workload::load(Path::new(path))?;
             let hidden = hidden
@@ -123,8 +130,8 @@ impl EvalCommand {
                 .map(|h| features::by_name(h).with_context(|| format!("--bound {arg}: unknown feature {h}")))
                 .collect::<Result<Vec<_>>>()?;
             match groups.iter_mut().find(|g| g[0].workload.name == workload.name) {
-                Some(g) => g.push(policy::Bound { workload, hidden }),
-                None => groups.push(vec![policy::Bound { workload, hidden }]),
+                Some(g) => g.push(policy::Bound { workload, hidden, vendor }),
+                None => groups.push(vec![policy::Bound { workload, hidden, vendor }]),
             }
         }
         groups.iter().map(|g| policy::eval_per_source(g, host, &dispatch, sources, dests).map_err(anyhow::Error::msg)).collect()
