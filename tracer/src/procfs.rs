@@ -186,7 +186,7 @@ impl ProcMem {
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> usize {
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], addr + done as u64) {
+            match self.file.read_at(&mut buf[done..], addr.wrapping_add(done as u64)) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

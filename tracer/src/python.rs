@@ -143,12 +143,12 @@ pub fn analyze<M: Memory>(
     let code_of = |addr: u64, idx: usize| image.region_of(addr).is_some_and(|r| image.regions[r].object == Some(idx));
     for e in &exts {
         let data = read_data(e.obj, mem);
-        let in_obj = |a: u64| e.obj.info.loads.iter().any(|l| (l.vaddr.wrapping_add(e.obj.bias)..l.vaddr.wrapping_add(e.obj.bias) + l.memsz).contains(&a));
+        let in_obj = |a: u64| e.obj.info.loads.iter().any(|l| (l.vaddr.wrapping_add(e.obj.bias)..l.vaddr.wrapping_add(e.obj.bias).wrapping_add(l.memsz)).contains(&a));
         let (mut methods, mut methods_used, mut types, mut types_used, mut slots_rooted) = (0, 0, 0, 0, 0);
         for (base, words) in &data {
             let word = |i: usize| words.get(i).copied().unwrap_or(0);
             for i in 0..words.len() {
-                let at = base + 8 * i as u64;
+                let at = base.wrapping_add(8 * i as u64);
                 // PyMethodDef.
                 let (name_p, meth, flags, doc) = (word(i), word(i + 1), word(i + 2), word(i + 3));
                 if in_obj(name_p)
@@ -162,7 +162,7 @@ pub fn analyze<M: Memory>(
                             methods_used += 1;
                             add_root(&mut out, meth, format!("{}.{name}", e.module));
                         } else {
-                            out.skip_words.insert(at + 8);
+                            out.skip_words.insert(at.wrapping_add(8));
                         }
                         continue;
                     }
@@ -186,7 +186,7 @@ pub fn analyze<M: Memory>(
                             for (sub, n) in [(10usize, 4u64), (12, 36), (13, 10), (14, 3), (20, 2)] {
                                 let p = word(i + sub);
                                 if in_obj(p) {
-                                    slots.extend((0..n).filter_map(|k| mem.read_u64(p + 8 * k)));
+                                    slots.extend((0..n).filter_map(|k| mem.read_u64(p.wrapping_add(8 * k))));
                                 }
                             }
                             for s in slots.into_iter().filter(|&s| code_of(s, e.idx)) {
@@ -202,7 +202,7 @@ pub fn analyze<M: Memory>(
                     if let Some(tname) = c_string(mem, spec_name).filter(|n| is_dotted(n) && n.contains('.')) {
                         let mut entries = Vec::new();
                         for k in 0..96u64 {
-                            let (Some(id), Some(f)) = (mem.read_u64(slots_p + 16 * k), mem.read_u64(slots_p + 16 * k + 8)) else { break };
+                            let (Some(id), Some(f)) = (mem.read_u64(slots_p.wrapping_add(16 * k)), mem.read_u64(slots_p.wrapping_add(16 * k + 8))) else { break };
                             let id = id & 0xffff_ffff;
                             if id == 0 || id > 100 {
                                 break;
@@ -241,7 +241,7 @@ pub fn analyze<M: Memory>(
             .collect();
         for addr in scan_words(bulk, &heap, ufunc_type) {
             let obj = addr - 8;
-            let (Some(funcs), Some(nt), Some(name_p)) = (mem.read_u64(obj + 32), mem.read_i32(obj + 48), mem.read_u64(obj + 56)) else {
+            let (Some(funcs), Some(nt), Some(name_p)) = (mem.read_u64(obj.wrapping_add(32)), mem.read_i32(obj.wrapping_add(48)), mem.read_u64(obj.wrapping_add(56))) else {
                 continue;
             };
             let Some(name) = c_string(mem, name_p).filter(|n| is_ident(n)) else { continue };
@@ -254,7 +254,7 @@ pub fn analyze<M: Memory>(
                 ufuncs.1 += 1;
             }
             for k in 0..nt as u64 {
-                let Some(f) = mem.read_u64(funcs + 8 * k) else { break };
+                let Some(f) = mem.read_u64(funcs.wrapping_add(8 * k)) else { break };
                 if image.region_of(f).is_none() {
                     continue;
                 }
@@ -262,7 +262,7 @@ pub fn analyze<M: Memory>(
                     ufuncs.2 += 1;
                     add_root(&mut out, f, format!("{}.{name} (ufunc loop {k})", exts[umath].module));
                 } else {
-                    out.skip_words.insert(funcs + 8 * k);
+                    out.skip_words.insert(funcs.wrapping_add(8 * k));
                 }
             }
         }
@@ -421,7 +421,8 @@ fn read_data<M: Memory>(o: &Object, mem: &M) -> Vec<(u64, Vec<u64>)> {
         .iter()
         .map(|s| {
             let base = s.addr.wrapping_add(o.bias) & !7;
-            let mut buf = vec![0u8; s.size as usize + 8];
+            // Sizes come from the file's section headers: bounded, whatever they say.
+            let mut buf = vec![0u8; (s.size as usize).min(256 << 20) + 8];
             let n = mem.read(base, &mut buf);
             buf.truncate(n - n % 8);
             (base, buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
@@ -438,7 +439,7 @@ fn find_type<M: Memory>(image: &Image, exts: &[Ext], mem: &M, name: &str) -> Opt
             for i in 0..words.len().saturating_sub(22) {
                 if (16..1 << 20).contains(&words[i + 4]) && words[i + 21] & (1 << 12) != 0 && words[i + 21] < 1 << 32 {
                     if c_string(mem, words[i + 3]).as_deref() == Some(name) {
-                        return Some((base + 8 * i as u64, k));
+                        return Some((base.wrapping_add(8 * i as u64), k));
                     }
                 }
             }
@@ -458,7 +459,7 @@ fn scan_words(read: &dyn Fn(u64, &mut [u8]) -> usize, ranges: &[(u64, u64)], val
             let got = read(a, &mut buf[..n]);
             for (j, c) in buf[..got - got % 8].chunks_exact(8).enumerate() {
                 if u64::from_le_bytes(c.try_into().expect("8 bytes")) == value {
-                    out.push(a + 8 * j as u64);
+                    out.push(a.wrapping_add(8 * j as u64));
                 }
             }
             if got < n {
@@ -488,10 +489,10 @@ fn sys_modules<M: Memory>(image: &Image, mem: &M) -> Option<Vec<String>> {
         .find(|s| s.st_value != 0 && elf.dynstrtab.get_at(s.st_name) == Some("_PyRuntime"))?
         .st_value
         .wrapping_add(o.bias);
-    let is_dict = |d: u64| mem.read_u64(d + 8).and_then(|t| mem.read_u64(t + 24)).and_then(|n| c_string(mem, n)).as_deref() == Some("dict");
+    let is_dict = |d: u64| mem.read_u64(d.wrapping_add(8)).and_then(|t| mem.read_u64(t.wrapping_add(24))).and_then(|n| c_string(mem, n)).as_deref() == Some("dict");
     let mut interps: Vec<u64> = vec![];
     for k in 0..64u64 {
-        if let Some(p) = mem.read_u64(runtime + 8 * k) {
+        if let Some(p) = mem.read_u64(runtime.wrapping_add(8 * k)) {
             if p > 0x10000 && !interps.contains(&p) {
                 interps.push(p);
             }
@@ -499,7 +500,7 @@ fn sys_modules<M: Memory>(image: &Image, mem: &M) -> Option<Vec<String>> {
     }
     for interp in interps {
         for k in 0..1024u64 {
-            let Some(d) = mem.read_u64(interp + 8 * k) else { break };
+            let Some(d) = mem.read_u64(interp.wrapping_add(8 * k)) else { break };
             if d < 0x10000 || d & 7 != 0 || !is_dict(d) {
                 continue;
             }
@@ -515,7 +516,7 @@ fn sys_modules<M: Memory>(image: &Image, mem: &M) -> Option<Vec<String>> {
 
 /// String keys of a dict object (CPython 3.11/3.12 `PyDictKeysObject`).
 fn dict_str_keys<M: Memory>(mem: &M, dict: u64) -> Option<Vec<String>> {
-    let keys = mem.read_u64(dict + 32)?;
+    let keys = mem.read_u64(dict.wrapping_add(32))?;
     let mut hdr = [0u8; 32];
     if mem.read(keys, &mut hdr) != 32 {
         return None;
@@ -525,7 +526,7 @@ fn dict_str_keys<M: Memory>(mem: &M, dict: u64) -> Option<Vec<String>> {
     if log2_index_bytes > 24 || nentries > 1 << 20 {
         return None;
     }
-    let entries = keys + 32 + (1u64 << log2_index_bytes);
+    let entries = keys.wrapping_add(32 + (1u64 << log2_index_bytes));
     let (stride, key_off) = match kind {
         0 => (24, 8), // DICT_KEYS_GENERAL: hash, key, value
         1 | 2 => (16, 0), // DICT_KEYS_UNICODE / SPLIT: key, value
@@ -533,7 +534,7 @@ fn dict_str_keys<M: Memory>(mem: &M, dict: u64) -> Option<Vec<String>> {
     };
     let mut out = Vec::new();
     for i in 0..nentries {
-        let Some(k) = mem.read_u64(entries + stride * i + key_off) else { break };
+        let Some(k) = mem.read_u64(entries.wrapping_add(stride * i + key_off)) else { break };
         if k == 0 {
             continue;
         }
@@ -546,13 +547,13 @@ fn dict_str_keys<M: Memory>(mem: &M, dict: u64) -> Option<Vec<String>> {
 
 /// A compact ASCII str object's text (data after the header: 48 bytes in 3.11, 40 in 3.12).
 fn ascii_str<M: Memory>(mem: &M, obj: u64) -> Option<String> {
-    let len = mem.read_u64(obj + 16)?;
+    let len = mem.read_u64(obj.wrapping_add(16))?;
     if len == 0 || len > 512 {
         return None;
     }
     for off in [48u64, 40] {
         let mut buf = vec![0u8; len as usize + 1];
-        if mem.read(obj + off, &mut buf) != buf.len() {
+        if mem.read(obj.wrapping_add(off), &mut buf) != buf.len() {
             continue;
         }
         if buf[len as usize] == 0 && buf[..len as usize].iter().all(|b| b.is_ascii_graphic()) {

@@ -28,13 +28,18 @@ fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
-/// Builds fixtures/reliability/checksum.c into the target directory.
+/// Builds fixtures/reliability/checksum.c into the target directory, once per test run
+/// (tests run in parallel: a second build would rewrite the file another test executes).
 fn checksum_bin() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reliability-checksum");
-    let src = root().join("fixtures/reliability/checksum.c");
-    let st = Command::new("cc").args(["-O2", "-g", "-pthread", "-o"]).arg(&out).arg(&src).status().expect("run cc");
-    assert!(st.success(), "cc {} failed", src.display());
-    out
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reliability-checksum");
+        let src = root().join("fixtures/reliability/checksum.c");
+        let st = Command::new("cc").args(["-O2", "-g", "-pthread", "-o"]).arg(&out).arg(&src).status().expect("run cc");
+        assert!(st.success(), "cc {} failed", src.display());
+        out
+    })
+    .clone()
 }
 
 const ROUNDS: &str = "5000";

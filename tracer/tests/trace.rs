@@ -370,6 +370,36 @@ mod reachability {
     }
 
     #[test]
+    fn openssl_eligibility_called_as_a_function_is_decided() {
+        // OpenSSL's RSAZ AVX512-IFMA path is behind `if (ossl_rsaz_avx512ifma_eligible())`:
+        // a call to a leaf that loads the cap word, masks, compares and cmoves. Masking
+        // IFMA in the cap vector (OPENSSL_ia32cap) must make the path unreachable.
+        if !host_has("avx512ifma") {
+            return;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/python/hash_work.py");
+        let traced = |mask: Option<&str>| {
+            let mut cmd = Command::new("/usr/bin/python3");
+            cmd.arg(&script).stdout(Stdio::piped()).stderr(Stdio::null());
+            if let Some(m) = mask {
+                cmd.env("OPENSSL_ia32cap", m);
+            }
+            let mut child = cmd.spawn().expect("python3");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+            let fs = trace(child.id() as i32, "path");
+            let _ = child.kill();
+            let _ = child.wait();
+            fs
+        };
+        let plain = traced(None);
+        assert!(plain.get("avx512ifma").evidence.iter().any(|e| e.object.contains("libcrypto")), "{}", plain.names());
+        let masked = traced(Some(":~0x200000"));
+        assert!(!masked.has("avx512ifma"), "{:?}", masked.features.iter().find(|f| f.name == "avx512ifma"));
+        assert!(masked.has("aes"), "the rest of libcrypto stays: {}", masked.names());
+    }
+
+    #[test]
     fn evidence_explains_reachability() {
         let t = Target::start("fnptr_table", &[]);
         let out = tracer().args(["--pid", &t.pid().to_string(), "--explain", "avx2"]).output().unwrap();
