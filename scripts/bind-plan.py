@@ -14,8 +14,15 @@ init_cpu_features' "Core i3/i5/i7" cases) and AMD Zen 1-4 (no model-specific bit
 It then checks each plan with `ld.so --list-diagnostics` under those tunables: every
 preferred bit the ifunc selectors read must have S's value. Exit 1 if one does not.
 
-Output, one line per signature: VENDOR HIDDEN TUNABLES (HIDDEN: comma-separated tracer
-feature names or "-"). Usage: bind-plan.py CATALOG.json HOST.json
+With --crypto the signature also has OpenSSL 3.0's capability bits (policy.rs
+DISPATCH_CRYPTO) and the plan masks them with OPENSSL_ia32cap ("~W0:~W1": CPUID.1 EDX|ECX<<32,
+CPUID.7 EBX|ECX<<32, the bits OpenSSL tests). libgcrypt needs no mask: the tracer leaves
+it out while its hardware detection has not run (a process that initialised it is not
+covered by this plan).
+
+Output, one line per signature: VENDOR HIDDEN OPENSSL_IA32CAP TUNABLES (HIDDEN:
+comma-separated tracer feature names or "-"; OPENSSL_IA32CAP "-" without --crypto).
+Usage: bind-plan.py [--crypto] CATALOG.json HOST.json
 """
 import json
 import subprocess
@@ -28,6 +35,14 @@ HIDE = {"pni": "SSE3", "ssse3": "SSSE3", "sse4_1": "SSE4_1", "sse4_2": "SSE4_2",
         "abm": "LZCNT", "movbe": "MOVBE", "rtm": "RTM", "avx512f": "AVX512F", "avx512vl": "AVX512VL",
         "avx512bw": "AVX512BW", "avx512dq": "AVX512DQ", "avx512cd": "AVX512CD", "xsave": "XSAVE",
         "xsavec": "XSAVEC", "avx_vnni": None}
+
+# tracer name -> (word, bit) of OpenSSL's OPENSSL_ia32cap (policy.rs DISPATCH_CRYPTO).
+OPENSSL = {"ssse3": (0, 32 + 9), "sse4_1": (0, 32 + 19), "movbe": (0, 32 + 22), "aes": (0, 32 + 25),
+           "pclmulqdq": (0, 32 + 1), "avx": (0, 32 + 28), "xop": (0, 32 + 11), "rdrand": (0, 32 + 30),
+           "fma": (0, 32 + 12), "bmi1": (1, 3), "avx2": (1, 5), "bmi2": (1, 8), "avx512f": (1, 16),
+           "avx512dq": (1, 17), "rdseed": (1, 18), "adx": (1, 19), "avx512ifma": (1, 21), "avx512cd": (1, 28),
+           "sha_ni": (1, 29), "avx512bw": (1, 30), "avx512vl": (1, 31), "avx512vbmi": (1, 32 + 1),
+           "gfni": (1, 32 + 8), "vaes": (1, 32 + 9), "vpclmulqdq": (1, 32 + 10)}
 
 # Preferred bits the x86-64 ifunc selectors of glibc 2.36 read (sysdeps/x86_64/multiarch
 # ifunc-*.h, strchr.c, strcmp.c, strstr.c ...), all settable by the tunable. The feature a
@@ -70,13 +85,16 @@ def diagnostics(tunables):
 
 
 def main():
-    cat, host = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+    args = [a for a in sys.argv[1:] if a != "--crypto"]
+    crypto = "--crypto" in sys.argv[1:]
+    cat, host = json.load(open(args[0])), json.load(open(args[1]))
     hf = {f["name"] for f in host["features"]}
+    dispatch = list(HIDE) + [f for f in OPENSSL if crypto and f not in HIDE]
     seen = []
     for i in cat["instances"]:
         feats = set(i["features"])
-        hidden = [f for f in HIDE if f in hf and f not in feats]
-        if any(f not in hf for f in HIDE if f in feats):
+        hidden = [f for f in dispatch if f in hf and f not in feats]
+        if any(f not in hf for f in dispatch if f in feats):
             continue  # S has a dispatch feature this host lacks: no view of S here
         key = (i["vendor"], tuple(hidden))
         if key in seen:
@@ -84,7 +102,13 @@ def main():
         seen.append(key)
         view = {f for f in HIDE if f in hf and f not in hidden}
         want = preferred(i["vendor"], view)
-        tun = [b if b in want else "-" + b for b in PREFS] + ["-" + HIDE[f] for f in hidden if HIDE[f]]
+        tun = [b if b in want else "-" + b for b in PREFS] + ["-" + HIDE[f] for f in hidden if HIDE.get(f)]
+        words = [0, 0]
+        for f in hidden:
+            if crypto and f in OPENSSL:
+                w, b = OPENSSL[f]
+                words[w] |= 1 << b
+        ossl = f"~{words[0]:#x}:~{words[1]:#x}" if crypto else "-"
         tunables = "glibc.cpu.hwcaps=" + ",".join(tun)
         got = diagnostics(tunables)
         for b in PREFS:
@@ -94,7 +118,7 @@ def main():
             if got.get(b) != (b in want):
                 sys.exit(f"bind-plan: {i['vendor']} without {','.join(hidden)}: ld.so reports {b}={got.get(b)}, "
                          f"glibc would set {b in want}")
-        print(i["vendor"], ",".join(hidden) or "-", tunables)
+        print(i["vendor"], ",".join(hidden) or "-", ossl, tunables)
 
 
 if __name__ == "__main__":

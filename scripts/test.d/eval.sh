@@ -14,7 +14,7 @@ out = sys.argv[1]
 rows = json.load(open(f"{out}/eval.json"))
 per = [r for f in sorted(glob.glob(f"{out}/eval-per-source-*.json")) for r in json.load(open(f))]
 assert len(rows) >= 10, f"{len(rows)} workload rows"
-assert len(per) == 3, f"{len(per)} per-source rows"
+assert len(per) == 4, f"{len(per)} per-source rows"
 for r in rows + per:
     ours = r["policies"][0]
     assert ours["policy"] == "workload" and ours["unsafe_pairs"] == 0, (r["workload"], ours)

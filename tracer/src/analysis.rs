@@ -101,6 +101,9 @@ pub struct PathStats {
     /// Functions behind a closed gate (guards.rs `GATES`) and how often the walk stopped
     /// at one.
     pub gated_functions: u64,
+    /// Objects whose CPU dispatch has not run yet (libgcrypt's `hw_features` = 0): walked,
+    /// their features not counted.
+    pub undetected_dispatch: u64,
     pub gated_stops: u64,
     /// Code addresses taken into a register and overwritten before any use (not roots).
     pub code_refs_dead: u64,
@@ -218,6 +221,9 @@ struct Walker<'a, M: Memory> {
     cur_end: u64,
     entered: Vec<bool>,
     tally: Tally,
+    /// Regions whose features are not counted (libgcrypt before its hardware detection).
+    quiet: Vec<bool>,
+    quiet_tally: Tally,
     stats: PathStats,
     warnings: Vec<String>,
     lazy_symbols: HashSet<String>,
@@ -311,6 +317,8 @@ pub fn path_track<M: Memory>(
         cur_end: 0,
         entered: vec![false; image.objects.len()],
         tally: Tally::default(),
+        quiet: vec![false; image.regions.len()],
+        quiet_tally: Tally::default(),
         stats: PathStats::default(),
         warnings: Vec::new(),
         lazy_symbols: HashSet::new(),
@@ -327,6 +335,22 @@ pub fn path_track<M: Memory>(
         w.stats.gated_functions = w.gated.len() as u64;
         if let Some((_, why)) = closed.first() {
             w.warnings.push(format!("{} functions not followed: {why}", closed.len()));
+        }
+        // libgcrypt with its hardware features not yet detected: whatever it runs, it
+        // selects after detecting the CPU it then runs on, so its CPU-specific code is no
+        // requirement of this process as it is now. Still walked (its calls into other
+        // objects count), its own features not.
+        for (o, obj) in image.objects.iter().enumerate() {
+            if let Some((x, 0)) = crate::guards::gcrypt_hw_features(image, o, mem) {
+                for (r, region) in image.regions.iter().enumerate() {
+                    w.quiet[r] |= region.object == Some(o);
+                }
+                w.stats.undetected_dispatch += 1;
+                let file = obj.path.rsplit('/').next().unwrap_or(&obj.path);
+                w.warnings.push(format!(
+                    "{file}: hardware features not detected yet (hw_features at {x:#x} = 0): its CPU-specific code is chosen on the host it runs on then; its features not counted"
+                ));
+            }
         }
     }
     // Roots: thread PCs and stacks.
@@ -409,6 +433,8 @@ pub fn path_track<M: Memory>(
         w.warnings.push(format!("{} unbound PLT symbols not found in any loaded object: {}", w.unresolved_symbols.len(), v.join(", ")));
     }
     w.stats.objects_entered = w.entered.iter().filter(|&&e| e).count() as u64;
+    w.tally.instructions += w.quiet_tally.instructions;
+    w.tally.bytes_decoded += w.quiet_tally.bytes_decoded;
     PathResult { tally: w.tally, stats: w.stats, warnings: w.warnings, explain }
 }
 
@@ -648,10 +674,10 @@ impl<M: Memory> Walker<'_, M> {
                 if holding {
                     holding = false;
                     for i in held.drain(..) {
-                        self.tally.record(&i);
+                        self.record(r, &i);
                     }
                 }
-                self.tally.record(insn);
+                self.record(r, insn);
             }
             self.src = Src::Code(ip);
             let flow = insn.flow_control();
@@ -755,7 +781,15 @@ impl<M: Memory> Walker<'_, M> {
         }
         // Ended at code already decoded, a gate or the region's end: real code after all.
         for i in held.drain(..) {
-            self.tally.record(&i);
+            self.record(r, &i);
+        }
+    }
+
+    fn record(&mut self, r: usize, insn: &Instruction) {
+        if self.quiet[r] {
+            self.quiet_tally.record(insn);
+        } else {
+            self.tally.record(insn);
         }
     }
 

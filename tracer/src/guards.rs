@@ -162,6 +162,86 @@ pub fn openssl_cap_vector<M: Memory>(image: &crate::image::Image, o: usize, mem:
     (mem.read(x, &mut w) == 4 && u32::from_le_bytes(w) & (1 << 10) != 0).then_some((x, OPENSSL_CAP_BYTES))
 }
 
+/// libgcrypt's `hw_features` word (src/hwfeatures.c, a static in a stripped library), as
+/// `(address, live value)`. libgcrypt picks every CPU-specific implementation (AES-NI,
+/// VAES, SHA-NI, PCLMUL, AVX2, ...) from this word, which `_gcry_detect_hw_features` fills
+/// once, on the first API call (global_init), from CPUID minus `hwf.deny`. Found by its two
+/// accesses, both required: the detection stores it right after a direct call to a
+/// function containing CPUID (`call detect_x86; mov edx,eax; mov eax,[disabled]; not eax;
+/// and eax,edx; mov [X],eax`), and `_gcry_get_hw_features` is `mov eax,[rip+X]; ret`.
+/// Every candidate store must name the same writable X. Only for `libgcrypt.so*`.
+pub fn gcrypt_hw_features<M: Memory>(image: &crate::image::Image, o: usize, mem: &M) -> Option<(u64, u32)> {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    let obj = &image.objects[o];
+    if !obj.path.rsplit('/').next()?.starts_with("libgcrypt.so") {
+        return None;
+    }
+    let writable = |x: u64| {
+        obj.info.data_sections.iter().any(|s| {
+            let a = s.addr.wrapping_add(obj.bias);
+            x >= a && x.saturating_add(4) <= a.wrapping_add(s.size)
+        })
+    };
+    let regions: Vec<&crate::image::Region> = image.regions.iter().filter(|r| r.object == Some(o)).collect();
+    let mut cpuids: Vec<u64> = Vec::new();
+    for r in &regions {
+        cpuids.extend(r.bytes().windows(2).enumerate().filter(|(_, w)| *w == [0x0f, 0xa2]).map(|(i, _)| r.start + i as u64));
+    }
+    cpuids.sort_unstable();
+    let decode = |addr: u64, max: usize| -> Vec<Instruction> {
+        let Some(r) = image.region_of(addr).map(|r| &image.regions[r]) else { return Vec::new() };
+        let b = r.bytes();
+        let off = (addr - r.start) as usize;
+        Decoder::with_ip(64, &b[off..b.len().min(off + max)], addr, DecoderOptions::NONE).into_iter().take_while(|i| !i.is_invalid()).collect()
+    };
+    let mut found: Option<u64> = None;
+    for r in &regions {
+        let b = r.bytes();
+        for i in 0..b.len().saturating_sub(5) {
+            if b[i] != 0xe8 {
+                continue;
+            }
+            let rel = i32::from_le_bytes(b[i + 1..i + 5].try_into().ok()?) as i64 as u64;
+            let t = (r.start + i as u64 + 5).wrapping_add(rel);
+            let k = cpuids.partition_point(|&c| c < t);
+            if k == cpuids.len() || cpuids[k] >= t.saturating_add(512) || !decode(t, 512).iter().any(|c| c.mnemonic() == Mnemonic::Cpuid) {
+                continue;
+            }
+            for insn in decode(r.start + i as u64, 64).iter().skip(1).take(6) {
+                if insn.flow_control() != FlowControl::Next {
+                    break;
+                }
+                if insn.mnemonic() == Mnemonic::Mov
+                    && insn.op0_kind() == OpKind::Memory
+                    && insn.is_ip_rel_memory_operand()
+                    && insn.op1_kind() == OpKind::Register
+                    && insn.op1_register().is_gpr32()
+                    && writable(insn.ip_rel_memory_address())
+                {
+                    let x = insn.ip_rel_memory_address();
+                    if found.is_some_and(|f| f != x) {
+                        return None;
+                    }
+                    found = Some(x);
+                    break;
+                }
+            }
+        }
+    }
+    let x = found?;
+    // The getter: [endbr64] mov eax,[rip+X]; ret.
+    let getter = regions.iter().any(|r| {
+        r.bytes().windows(7).enumerate().any(|(i, w)| {
+            w[0] == 0x8b && w[1] == 0x05 && w[6] == 0xc3 && {
+                let disp = i32::from_le_bytes([w[2], w[3], w[4], w[5]]) as i64 as u64;
+                (r.start + i as u64 + 6).wrapping_add(disp) == x
+            }
+        })
+    });
+    let mut v = [0u8; 4];
+    (getter && mem.read(x, &mut v) == 4).then(|| (x, u32::from_le_bytes(v)))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Flags {
     zf: bool,

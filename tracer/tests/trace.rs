@@ -400,6 +400,42 @@ mod reachability {
     }
 
     #[test]
+    fn libgcrypt_counts_only_once_it_has_detected_the_cpu() {
+        // libgcrypt picks its AES-NI/VAES/SHA-NI/AVX2 code from `hw_features`, filled on
+        // the first API call. Loaded but never called (redis-server via libsystemd): that
+        // choice will be made on whatever host it runs on then, so nothing of it counts.
+        // Initialised: its CPU-specific code counts as usual.
+        let traced = |init: bool| {
+            let code = format!(
+                "import ctypes, time\ng = ctypes.CDLL('libgcrypt.so.20')\nif {}:\n    g.gcry_check_version(None)\nprint('ready', flush=True)\ntime.sleep(60)",
+                if init { "True" } else { "False" }
+            );
+            let mut child = Command::new("/usr/bin/python3").args(["-c", &code]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+            assert!(line.starts_with("ready"), "{line:?}");
+            let out = tracer().args(["--pid", &child.id().to_string(), "--json"]).output().unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let fs: FeatureSet = serde_json::from_slice(&out.stdout).unwrap();
+            let warnings = fs.warnings.join("\n");
+            (fs, warnings)
+        };
+        let from_gcrypt = |fs: &FeatureSet| -> Vec<String> {
+            fs.features.iter().filter(|f| f.evidence.iter().any(|e| e.object.contains("libgcrypt"))).map(|f| f.name.clone()).collect()
+        };
+        let (cold, warn) = traced(false);
+        assert!(from_gcrypt(&cold).is_empty(), "{:?}", from_gcrypt(&cold));
+        assert!(warn.contains("libgcrypt") && warn.contains("hardware features not detected yet"), "{warn}");
+        let (warm, warn) = traced(true);
+        assert!(!warn.contains("not detected yet"), "{warn}");
+        if host_has("aes") {
+            assert!(from_gcrypt(&warm).iter().any(|f| f == "aes"), "{:?}", from_gcrypt(&warm));
+        }
+    }
+
+    #[test]
     fn evidence_explains_reachability() {
         let t = Target::start("fnptr_table", &[]);
         let out = tracer().args(["--pid", &t.pid().to_string(), "--explain", "avx2"]).output().unwrap();
