@@ -232,13 +232,39 @@ struct Walker<'a, M: Memory> {
     gated: Vec<u64>,
     /// Decided branches: branch address → (start of the straight-line run the decision
     /// was computed on, the side not followed).
-    decided: BTreeMap<u64, (u64, u64)>,
+    decided: BTreeMap<u64, (Path, u64)>,
     /// Addresses taken by `lea`, `mov reg,imm`, `push imm`: code, or data kept in `.text`.
     address_taken: HashSet<u64>,
     /// What direct callees return when run on frozen data alone (memoised
     /// [`crate::guards::run_resolver`]): `None` when it depends on anything else.
     returns: HashMap<u64, Option<u64>>,
+    /// Register state carried into a forward branch target not yet decoded: (target,
+    /// branch) → (state at the branch, start of the run it was computed on).
+    carried: HashMap<(u64, u64), (crate::guards::Consts, Path)>,
+    /// The state a target was first decoded with, when it was carried in.
+    carried_in: HashMap<u64, crate::guards::Consts>,
     info: iced_x86::InstructionInfoFactory,
+}
+
+/// The straight-line pieces a run took to an instruction, in order: `(start, last
+/// address)`; pieces after the first begin at a forward branch target the register state
+/// was carried into.
+type Path = Vec<(u64, u64)>;
+
+/// `path` with its last piece ending at `ip`.
+fn path_to(path: &Path, ip: u64) -> Path {
+    let mut p = path.clone();
+    if let Some(last) = p.last_mut() {
+        last.1 = ip;
+    }
+    p
+}
+
+/// Whether a path that joins at `at` invalidates what was computed along `path`: `at`
+/// lies on one of its pieces after the run's own start (a run's first instruction is
+/// entered with nothing known anyway; a carried piece's first is not).
+fn path_holds(path: &Path, at: u64) -> bool {
+    path.iter().enumerate().any(|(i, &(s, e))| (s < at || (i > 0 && s == at)) && at <= e)
 }
 
 /// Why an address was queued.
@@ -326,6 +352,8 @@ pub fn path_track<M: Memory>(
         gated: Vec::new(),
         decided: BTreeMap::new(),
         returns: HashMap::new(),
+        carried: HashMap::new(),
+        carried_in: HashMap::new(),
         address_taken: HashSet::new(),
         info: iced_x86::InstructionInfoFactory::new(),
     };
@@ -562,13 +590,25 @@ impl<M: Memory> Walker<'_, M> {
     fn run(&mut self) {
         let mut insn = Instruction::default();
         while let Some((addr, src)) = self.queue.pop() {
+            let carry = match src {
+                Src::Code(branch) if !self.carried.is_empty() => self.carried.remove(&(addr, branch)),
+                _ => None,
+            };
             let Some(r) = self.image.region_of(addr) else { continue };
             if self.is_gated(addr) {
                 continue;
             }
             if self.is_visited(r, addr) {
-                self.joined(addr);
+                // Arriving with at least what the first visit was entered with: every
+                // decision from here on holds for this path too.
+                let same = carry.as_ref().zip(self.carried_in.get(&addr)).is_some_and(|((now, _), first)| now.covers(first));
+                if !same {
+                    self.joined(addr, carry.as_ref().map(|c| &c.0));
+                }
                 continue;
+            }
+            if let Some((c, _)) = &carry {
+                self.carried_in.insert(addr, c.clone());
             }
             if self.opts.explain {
                 self.parents.entry(addr).or_insert(src);
@@ -579,7 +619,7 @@ impl<M: Memory> Walker<'_, M> {
             self.cur_end = addr;
             let maybe_data = (matches!(src, Src::Data(_)) || self.address_taken.contains(&addr)) && !self.is_function_start(r, addr);
             let mut refs = HeldRefs::default();
-            self.block(r, addr, &mut insn, maybe_data, &mut refs);
+            self.block(r, addr, &mut insn, maybe_data, &mut refs, carry);
             // The path ended: whatever code address a register still holds may be used
             // by the code that runs next.
             self.release_refs(&mut refs);
@@ -598,17 +638,60 @@ impl<M: Memory> Walker<'_, M> {
     /// Another path reaches `at`, already decoded. A branch decided on values computed
     /// in straight-line code that started before `at` may go the other way for this
     /// path (its registers came from elsewhere): follow the side not taken.
-    fn joined(&mut self, at: u64) {
+    ///
+    /// `state`: what the joining path knows at `at`. A decision on the straight line from
+    /// `at` that this state decides the same way stays decided.
+    fn joined(&mut self, at: u64, state: Option<&crate::guards::Consts>) {
+        // A state carried from a run this path joins before the branch no longer holds
+        // for every way into the target.
+        if !self.carried.is_empty() {
+            self.carried.retain(|_, (_, path)| !path_holds(path, at));
+        }
         if self.decided.is_empty() {
             return;
         }
-        let reopen: Vec<(u64, u64)> =
-            self.decided.range(at..at.saturating_add(1 << 16)).filter(|(_, d)| d.0 < at).map(|(&ip, d)| (ip, d.1)).collect();
+        let reopen: Vec<(u64, u64)> = self
+            .decided
+            .range(at..at.saturating_add(1 << 16))
+            .filter(|(_, d)| path_holds(&d.0, at))
+            .filter(|&(&ip, d)| !state.is_some_and(|c| d.0.last().is_some_and(|p| p.0 <= at) && self.decides_alike(at, c, ip, d.1)))
+            .map(|(&ip, d)| (ip, d.1))
+            .collect();
         for (ip, other) in reopen {
             self.decided.remove(&ip);
             self.stats.guards_reopened += 1;
             self.queue.push((other, Src::Code(ip)));
         }
+    }
+
+    /// Whether a path entering the straight line at `at` with `state` reaches the branch
+    /// at `ip` knowing enough to decide it as it was decided (not towards `other`). Only
+    /// plain instructions and conditional branches may lie between; anything else: no.
+    fn decides_alike(&self, at: u64, state: &crate::guards::Consts, ip: u64, other: u64) -> bool {
+        let Some(r) = self.image.region_of(at) else { return false };
+        let region = &self.image.regions[r];
+        if ip >= region.end || ip < at {
+            return false;
+        }
+        let bytes = region.bytes();
+        let mut dec = Decoder::with_ip(64, &bytes[(at - region.start) as usize..], at, DecoderOptions::NONE);
+        let mut c = state.clone();
+        while dec.can_decode() {
+            let insn = dec.decode();
+            if insn.is_invalid() || insn.ip() > ip {
+                return false;
+            }
+            if insn.ip() == ip {
+                let taken = other == insn.next_ip();
+                return insn.flow_control() == FlowControl::ConditionalBranch && c.decide(insn.condition_code()) == Some(taken);
+            }
+            match insn.flow_control() {
+                FlowControl::Next => c.step(&insn, self.mem, &self.image.frozen),
+                FlowControl::ConditionalBranch => {}
+                _ => return false,
+            }
+        }
+        false
     }
 
     fn is_visited(&self, r: usize, addr: u64) -> bool {
@@ -632,7 +715,7 @@ impl<M: Memory> Walker<'_, M> {
     /// transfer; if an undecodable instruction comes first, every execution from `addr`
     /// would end in SIGILL on any CPU, so a working process never runs it: the held
     /// instructions are dropped and their bytes left unvisited for real code paths.
-    fn block(&mut self, r: usize, addr: u64, insn: &mut Instruction, maybe_data: bool, refs: &mut HeldRefs) {
+    fn block(&mut self, r: usize, addr: u64, insn: &mut Instruction, maybe_data: bool, refs: &mut HeldRefs, carry: Option<(crate::guards::Consts, Path)>) {
         let image = self.image;
         let region = &image.regions[r];
         let bytes = region.bytes();
@@ -642,14 +725,18 @@ impl<M: Memory> Walker<'_, M> {
         let mut reg_load: RegLoads = RegLoads::default();
         let mut leas: Vec<u64> = Vec::with_capacity(4);
         let mut cmp_bound: Option<u64> = None;
-        let mut consts = crate::guards::Consts::default();
+        // The run's register state and where the run began: `addr`, or, for a forward
+        // branch target entered with the state at the branch, that branch's run.
+        let (mut consts, mut path) = carry.unwrap_or_default();
+        let run_start = path.first().map_or(addr, |s| s.0);
+        path.push((addr, addr));
         let guards = self.opts.guards;
         let mut held: Vec<Instruction> = Vec::new();
         let mut holding = maybe_data;
         while dec.can_decode() {
             let ip = dec.ip();
             if self.visited(r, ip) {
-                self.joined(ip);
+                self.joined(ip, guards.then_some(&consts));
                 break;
             }
             if ip != addr && self.is_gated(ip) {
@@ -710,20 +797,25 @@ impl<M: Memory> Walker<'_, M> {
                 }
                 FlowControl::UnconditionalBranch => {
                     if is_near(insn) {
+                        if guards {
+                            self.carry(insn.near_branch_target(), ip, &consts, &path);
+                        }
                         self.push(insn.near_branch_target());
                     }
                     return;
                 }
                 FlowControl::ConditionalBranch => {
-                    let decided = if guards { consts.decide(insn.condition_code()) } else { None };
+                    // A decision is reopened by a join within 64 KiB after its run's start.
+                    let decided = if guards && ip.wrapping_sub(run_start) < 1 << 16 { consts.decide(insn.condition_code()) } else { None };
                     if decided != Some(false) && refs.any() {
                         self.release_refs(refs);
                     }
                     match decided {
                         Some(true) => {
                             self.stats.guards_decided += 1;
-                            self.decided.insert(ip, (addr, insn.next_ip()));
+                            self.decided.insert(ip, (path_to(&path, ip), insn.next_ip()));
                             if is_near(insn) {
+                                self.carry(insn.near_branch_target(), ip, &consts, &path);
                                 self.push(insn.near_branch_target());
                             }
                             return;
@@ -731,11 +823,12 @@ impl<M: Memory> Walker<'_, M> {
                         Some(false) => {
                             self.stats.guards_decided += 1;
                             if is_near(insn) {
-                                self.decided.insert(ip, (addr, insn.near_branch_target()));
+                                self.decided.insert(ip, (path_to(&path, ip), insn.near_branch_target()));
                             }
                         }
                         None => {
                             if is_near(insn) {
+                                self.carry(insn.near_branch_target(), ip, &consts, &path);
                                 self.push(insn.near_branch_target());
                             }
                         }
@@ -782,6 +875,20 @@ impl<M: Memory> Walker<'_, M> {
         // Ended at code already decoded, a gate or the region's end: real code after all.
         for i in held.drain(..) {
             self.record(r, &i);
+        }
+    }
+
+    /// Hands the run's register state on to a forward branch target that no path has
+    /// decoded yet (OpenSSL: `mov r11d,[cap]; cmp rsi,rdx; jne L` … `L: and r11d,0x80100;
+    /// cmp; je mulx`). Sound with [`Self::joined`]: a pending state and every decision
+    /// made with it keep the straight-line pieces of their path ([`Path`]); another path
+    /// joining any of them drops the state or reopens the decision (forward targets within
+    /// 64 KiB of the run's start only, so the join lookup finds them). A target already
+    /// decoded keeps the state it was decoded with.
+    fn carry(&mut self, target: u64, branch: u64, consts: &crate::guards::Consts, path: &Path) {
+        let run_start = path.first().map_or(branch, |s| s.0);
+        if consts.any() && target > branch && target.wrapping_sub(run_start) < 1 << 16 && !self.image.region_of(target).is_some_and(|r| self.is_visited(r, target)) {
+            self.carried.insert((target, branch), (consts.clone(), path_to(path, branch)));
         }
     }
 
