@@ -8,7 +8,8 @@
 # Usage (root, Debian 12):  scripts/demo.sh
 # Knobs: DEMO_ROUNDS (hashchain rounds, default 400000), DEMO_TRIGGER=notify|exec (how the
 # monitor reaches the migrator: its control socket, or scripts/on-trigger.sh), DEMO_LIVE=1
-# (pre-copy), DEMO_FILE_MB (page-cache fill, default 400), DEMO_SKIP_SETUP=1 (no setup/build).
+# (pre-copy), DEMO_FILE_MB (page-cache fill, default 400), DEMO_INTERVAL (monitor sampling
+# interval in seconds, default 1), DEMO_SKIP_SETUP=1 (no setup/build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +19,7 @@ ROOT=$PWD
 ROUNDS=${DEMO_ROUNDS:-400000}
 TRIGGER=${DEMO_TRIGGER:-notify}
 FILE_MB=${DEMO_FILE_MB:-400}
+INTERVAL=${DEMO_INTERVAL:-1}
 NS_A=mig-demo-a NS_B=mig-demo-b
 IP_A=10.77.0.1 IP_B=10.77.0.2
 PORT=${MIGRATION_PORT:-9876}
@@ -84,7 +86,7 @@ else
   action=(--notify "$W/a/daemon.sock")
 fi
 ip netns exec "$NS_A" env MIGRATOR_RUNTIME_DIR="$W/a" PATH="$ROOT/target/debug:$PATH" \
-  "$MON" --host a --cache-threshold "$THRESHOLD" --interval 1 "${action[@]}" > >(sed -u 's/^/[A monitor] /') 2>&1 &
+  "$MON" --host a --cache-threshold "$THRESHOLD" --interval "$INTERVAL" "${action[@]}" > >(sed -u 's/^/[A monitor] /') 2>&1 &
 PIDS+=($!)
 sleep 2  # programs attached and a first sample out
 
