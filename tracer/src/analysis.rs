@@ -241,6 +241,9 @@ struct Walker<'a, M: Memory> {
     /// Register state carried into a forward branch target not yet decoded: (target,
     /// branch) → (state at the branch, start of the run it was computed on).
     carried: HashMap<(u64, u64), (crate::guards::Consts, Path)>,
+    /// Lowest run start and highest branch of any state ever carried: joins outside it
+    /// touch none.
+    carried_span: (u64, u64),
     /// The state a target was first decoded with, when it was carried in.
     carried_in: HashMap<u64, crate::guards::Consts>,
     info: iced_x86::InstructionInfoFactory,
@@ -354,6 +357,7 @@ pub fn path_track<M: Memory>(
         returns: HashMap::new(),
         carried: HashMap::new(),
         carried_in: HashMap::new(),
+        carried_span: (u64::MAX, 0),
         address_taken: HashSet::new(),
         info: iced_x86::InstructionInfoFactory::new(),
     };
@@ -644,7 +648,7 @@ impl<M: Memory> Walker<'_, M> {
     fn joined(&mut self, at: u64, state: Option<&crate::guards::Consts>) {
         // A state carried from a run this path joins before the branch no longer holds
         // for every way into the target.
-        if !self.carried.is_empty() {
+        if !self.carried.is_empty() && (self.carried_span.0..=self.carried_span.1).contains(&at) {
             self.carried.retain(|_, (_, path)| !path_holds(path, at));
         }
         if self.decided.is_empty() {
@@ -889,6 +893,7 @@ impl<M: Memory> Walker<'_, M> {
         let run_start = path.first().map_or(branch, |s| s.0);
         if consts.any() && target > branch && target.wrapping_sub(run_start) < 1 << 16 && !self.image.region_of(target).is_some_and(|r| self.is_visited(r, target)) {
             self.carried.insert((target, branch), (consts.clone(), path_to(path, branch)));
+            self.carried_span = (self.carried_span.0.min(run_start), self.carried_span.1.max(branch));
         }
     }
 

@@ -214,7 +214,7 @@ fn tracer_sigkilled_at_random_moments() {
     };
     // How long a whole run takes: kills are spread over all of it (attach, analysis, exit).
     let t = Instant::now();
-    assert!(tracer_cmd(spin.pid()).status().unwrap().success());
+    assert!(tracer_cmd(spin.pid()).status().unwrap_or_else(|e| panic!("run the tracer: {e}")).success());
     let run_us = t.elapsed().as_micros().max(1000) as u64;
     let mut rng = Rng(env_u64("SOAK_SEED", run_us ^ std::process::id() as u64));
     let (mut stopped, mut mismatches, mut runs) = (0u64, 0u64, 0u64);
