@@ -672,17 +672,13 @@ impl<M: Memory> Walker<'_, M> {
     /// at `ip` knowing enough to decide it as it was decided (not towards `other`). Only
     /// plain instructions and conditional branches may lie between; anything else: no.
     fn decides_alike(&self, at: u64, state: &crate::guards::Consts, ip: u64, other: u64) -> bool {
-        let Some(r) = self.image.region_of(at) else { return false };
-        let region = &self.image.regions[r];
-        if ip >= region.end || ip < at {
+        if ip < at {
             return false;
         }
-        let bytes = region.bytes();
-        let mut dec = Decoder::with_ip(64, &bytes[(at - region.start) as usize..], at, DecoderOptions::NONE);
         let mut c = state.clone();
-        while dec.can_decode() {
-            let insn = dec.decode();
-            if insn.is_invalid() || insn.ip() > ip {
+        // Up to and including the branch (at most 15 bytes long).
+        for insn in crate::guards::decode_run(self.image, at, (ip - at) as usize + 15) {
+            if insn.ip() > ip {
                 return false;
             }
             if insn.ip() == ip {

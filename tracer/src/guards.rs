@@ -100,6 +100,24 @@ pub fn closed_gates<M: Memory>(objects: &[crate::image::Object], mem: &M) -> Vec
     out
 }
 
+/// The instructions in the `max` code bytes from `addr` (within its region), up to the
+/// first that does not decode.
+pub fn decode_run(image: &crate::image::Image, addr: u64, max: usize) -> Vec<Instruction> {
+    use iced_x86::{Decoder, DecoderOptions};
+    let Some(r) = image.region_of(addr).map(|r| &image.regions[r]) else { return Vec::new() };
+    let b = r.bytes();
+    let off = (addr - r.start) as usize;
+    Decoder::with_ip(64, &b[off..b.len().min(off + max)], addr, DecoderOptions::NONE).into_iter().take_while(|i| !i.is_invalid()).collect()
+}
+
+/// Whether `[x, x+len)` lies in one of `obj`'s data sections (a writable variable).
+fn in_data(obj: &crate::image::Object, x: u64, len: u64) -> bool {
+    obj.info.data_sections.iter().any(|s| {
+        let a = s.addr.wrapping_add(obj.bias);
+        x >= a && x.saturating_add(len) <= a.wrapping_add(s.size)
+    })
+}
+
 /// Size of OpenSSL's `OPENSSL_ia32cap_P` that the dispatch code reads: CPUID.1 EDX/ECX,
 /// CPUID.7 EBX/ECX.
 const OPENSSL_CAP_BYTES: u64 = 16;
@@ -112,29 +130,16 @@ const OPENSSL_CAP_BYTES: u64 = 16;
 /// before a direct call to a function containing CPUID, every such X is the same
 /// writable variable, and its first dword has bit 10 set in the live process.
 pub fn openssl_cap_vector<M: Memory>(image: &crate::image::Image, o: usize, mem: &M) -> Option<(u64, u64)> {
-    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    use iced_x86::FlowControl;
     let obj = &image.objects[o];
-    let code = |addr: u64, max: usize| -> Option<&[u8]> {
-        let r = &image.regions[image.region_of(addr)?];
-        let off = (addr - r.start) as usize;
-        let b = r.bytes();
-        Some(&b[off..b.len().min(off + max)])
-    };
-    let decode = |addr: u64, max: usize| -> Vec<Instruction> {
-        code(addr, max).map(|b| Decoder::with_ip(64, b, addr, DecoderOptions::NONE).into_iter().take_while(|i| !i.is_invalid()).collect()).unwrap_or_default()
-    };
+    let decode = |addr: u64, max: usize| decode_run(image, addr, max);
     let init = obj.info.exec_sections.iter().find(|s| s.name == ".init")?;
     let init_calls: Vec<u64> = decode(init.addr.wrapping_add(obj.bias), init.size as usize)
         .iter()
         .filter(|i| i.flow_control() == FlowControl::Call && i.op0_kind() == OpKind::NearBranch64)
         .map(|i| i.near_branch_target())
         .collect();
-    let writable = |x: u64| {
-        obj.info.data_sections.iter().any(|s| {
-            let a = s.addr.wrapping_add(obj.bias);
-            x >= a && x.saturating_add(OPENSSL_CAP_BYTES) <= a.wrapping_add(s.size)
-        })
-    };
+    let writable = |x: u64| in_data(obj, x, OPENSSL_CAP_BYTES);
     let mut found: Option<u64> = None;
     for t in init_calls {
         let body = decode(t, 768);
@@ -171,29 +176,19 @@ pub fn openssl_cap_vector<M: Memory>(image: &crate::image::Image, o: usize, mem:
 /// and eax,edx; mov [X],eax`), and `_gcry_get_hw_features` is `mov eax,[rip+X]; ret`.
 /// Every candidate store must name the same writable X. Only for `libgcrypt.so*`.
 pub fn gcrypt_hw_features<M: Memory>(image: &crate::image::Image, o: usize, mem: &M) -> Option<(u64, u32)> {
-    use iced_x86::{Decoder, DecoderOptions, FlowControl};
+    use iced_x86::FlowControl;
     let obj = &image.objects[o];
     if !obj.path.rsplit('/').next()?.starts_with("libgcrypt.so") {
         return None;
     }
-    let writable = |x: u64| {
-        obj.info.data_sections.iter().any(|s| {
-            let a = s.addr.wrapping_add(obj.bias);
-            x >= a && x.saturating_add(4) <= a.wrapping_add(s.size)
-        })
-    };
+    let writable = |x: u64| in_data(obj, x, 4);
     let regions: Vec<&crate::image::Region> = image.regions.iter().filter(|r| r.object == Some(o)).collect();
     let mut cpuids: Vec<u64> = Vec::new();
     for r in &regions {
         cpuids.extend(r.bytes().windows(2).enumerate().filter(|(_, w)| *w == [0x0f, 0xa2]).map(|(i, _)| r.start + i as u64));
     }
     cpuids.sort_unstable();
-    let decode = |addr: u64, max: usize| -> Vec<Instruction> {
-        let Some(r) = image.region_of(addr).map(|r| &image.regions[r]) else { return Vec::new() };
-        let b = r.bytes();
-        let off = (addr - r.start) as usize;
-        Decoder::with_ip(64, &b[off..b.len().min(off + max)], addr, DecoderOptions::NONE).into_iter().take_while(|i| !i.is_invalid()).collect()
-    };
+    let decode = |addr: u64, max: usize| decode_run(image, addr, max);
     let mut found: Option<u64> = None;
     for r in &regions {
         let b = r.bytes();
