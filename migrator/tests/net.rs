@@ -182,6 +182,18 @@ fn assert_moved(a: &Host, b: &Host, full: &[u8]) {
 }
 
 /// `--verify`: both sides reported the same state hash.
+/// Runs task "t" on A, lets it work `settle_ms`, migrates it to B with `flags` and
+/// returns A's report, checked: the command succeeded and both sides' state hashes agree.
+fn migrate_verified(a: &Host, b: &Host, module: &Path, args: &[&str], settle_ms: u64, flags: &[&str]) -> serde_json::Value {
+    a.run("t", module, args);
+    std::thread::sleep(Duration::from_millis(settle_ms));
+    let o = a.migrate("t", &b.addr(), flags);
+    assert!(o.status.success(), "migrate failed: {}\n{}", String::from_utf8_lossy(&o.stderr), a.log());
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_verified(&rep);
+    rep
+}
+
 fn assert_verified(rep: &serde_json::Value) {
     let h = rep["state_hash"].as_str().unwrap_or_else(|| panic!("no state_hash: {rep}"));
     assert_eq!(h.len(), 8, "{rep}");
@@ -208,13 +220,8 @@ fn stop_and_copy_to_pulley_output_identical() {
     let full = full_run(&hc, HC_ARGS);
     let a = Host::start(false, KEY, &[], &[]);
     let b = Host::start(true, KEY, &["--engine", "pulley"], &[]);
-    a.run("t", &hc, HC_ARGS);
-    std::thread::sleep(Duration::from_millis(300));
-    let o = a.migrate("t", &b.addr(), &["--verify"]);
-    assert!(o.status.success(), "migrate failed: {}\n{}", String::from_utf8_lossy(&o.stderr), a.log());
-    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rep = migrate_verified(&a, &b, &hc, HC_ARGS, 300, &["--verify"]);
     assert_eq!(rep["dest_engine"], "pulley");
-    assert_verified(&rep);
     assert!(rep["downtime_ms"].as_f64().unwrap() > 0.0);
     assert_moved(&a, &b, &full);
     assert!(a.log().contains("[Migration] Checkpointing task t for migration..."));
@@ -229,13 +236,8 @@ fn live_precopy_output_identical_and_precompiled_fast_path() {
     let full = full_run(&mm, &args);
     let a = Host::start(false, KEY, &[], &[]);
     let b = Host::start(true, KEY, &[], &[]);
-    a.run("t", &mm, &args);
-    std::thread::sleep(Duration::from_millis(300));
-    let o = a.migrate("t", &b.addr(), &["--live", "--verify"]);
-    assert!(o.status.success(), "migrate failed: {}\n{}", String::from_utf8_lossy(&o.stderr), a.log());
-    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rep = migrate_verified(&a, &b, &mm, &args, 300, &["--live", "--verify"]);
     assert!(!rep["rounds"].as_array().unwrap().is_empty(), "no pre-copy rounds: {rep}");
-    assert_verified(&rep);
     // Same host, same wasmtime: tracer check passes and compiled code travels.
     assert_eq!(rep["code"], "precompiled", "{rep}");
     assert_moved(&a, &b, &full);
@@ -281,12 +283,7 @@ fn live_migration_of_a_rewriting_task_is_exact() {
     let full = full_run(&af, &args);
     let a = Host::start(false, KEY, &[], &[]);
     let b = Host::start(true, KEY, &[], &[]);
-    a.run("t", &af, &args);
-    std::thread::sleep(Duration::from_millis(400));
-    let o = a.migrate("t", &b.addr(), &["--live", "--verify"]);
-    assert!(o.status.success(), "migrate failed: {}\n{}", String::from_utf8_lossy(&o.stderr), a.log());
-    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_verified(&rep);
+    let rep = migrate_verified(&a, &b, &af, &args, 400, &["--live", "--verify"]);
     assert!(rep["rounds"].as_array().unwrap().len() >= 2, "{rep}");
     assert_eq!(rep["dirty_tracking"], "userfaultfd write tracking", "{rep}");
     assert_moved(&a, &b, &full);
